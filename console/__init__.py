@@ -1,0 +1,1 @@
+"""The `keytrail` CLI, HTTP API and dashboard; configuration; the embedded runner."""

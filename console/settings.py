@@ -1,0 +1,71 @@
+"""KeyTrail's one settings object. Every option is a `KEYTRAIL_*` environment variable."""
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RunMode(StrEnum):
+    """`embedded`: one process, chDB + SQLite. `production`: Kafka, ClickHouse server, Postgres."""
+
+    EMBEDDED = "embedded"
+    PRODUCTION = "production"
+
+
+class MissingSecret(RuntimeError):
+    """Production mode needs KEYTRAIL_SECRET to hash keys; refusing to start without it."""
+
+
+DEV_SECRET = "keytrail-embedded-development-secret-not-for-production"
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment (prefix `KEYTRAIL_`) or a `.env` file.
+
+    Store URLs choose the backend: `chdb://PATH` or `http(s)://…` for ClickHouse,
+    `sqlite:///PATH` or `postgresql://…` for the key store.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KEYTRAIL_", env_file=".env", extra="ignore")
+
+    mode: RunMode = RunMode.EMBEDDED
+    data_dir: Path = Field(default=Path(".keytrail"), description="where the embedded default keeps its data")
+    clickhouse_url: str = Field(default="", description="chdb://PATH or http(s)://user:pass@host:8123/db")
+    keystore_url: str = Field(default="", description="sqlite:///PATH or postgresql://user@host/db")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    secret: SecretStr | None = Field(default=None, description="HMAC key for stored key hashes")
+    key_env: str = Field(default="live", pattern=r"^[a-z0-9]{1,10}$", description="the <env> in kt_<env>_…")
+    api_url: str = Field(default="http://127.0.0.1:8477", description="where `keytrail serve` listens")
+    worker_batch_size: int = Field(default=5000, ge=1)
+    worker_batch_seconds: float = Field(default=0.5, gt=0)
+    allowed_lateness_seconds: int = Field(default=300, ge=0)
+    faust_store: str = Field(default="memory://", description="memory:// or rocksdb:// for Faust tables")
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> "Settings":
+        if not self.clickhouse_url:
+            self.clickhouse_url = f"chdb://{self.data_dir / 'chdb'}"
+        if not self.keystore_url:
+            self.keystore_url = f"sqlite:///{self.data_dir / 'keys.db'}"
+        return self
+
+    def hashing_secret(self) -> bytes:
+        """The key-hashing secret; a fixed development secret only in embedded mode."""
+        if self.secret is not None and self.secret.get_secret_value():
+            return self.secret.get_secret_value().encode()
+        if self.mode is RunMode.PRODUCTION:
+            raise MissingSecret(
+                "KEYTRAIL_SECRET is not set: production mode needs a server secret to hash API keys "
+                "(generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return DEV_SECRET.encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,26 @@
+"""KeyTrail's contracts: the wire events, signals and key records.
+
+These pydantic models are the only place a field is defined; JSON Schema, ClickHouse
+columns and API responses are derived from or checked against them.
+"""
+
+from schemas.keys import KeyRecord, KeyStatus
+from schemas.last_used import LastUsed
+from schemas.lifecycle import KeyLifecycleEvent, LifecycleAction
+from schemas.signals import Severity, Signal, SignalKind
+from schemas.topics import Topics
+from schemas.usage import KeyUsageEvent, Outcome
+
+__all__ = [
+    "KeyLifecycleEvent",
+    "KeyRecord",
+    "KeyStatus",
+    "KeyUsageEvent",
+    "LastUsed",
+    "LifecycleAction",
+    "Outcome",
+    "Severity",
+    "Signal",
+    "SignalKind",
+    "Topics",
+]

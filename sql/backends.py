@@ -1,0 +1,148 @@
+"""Two ClickHouse backends behind one small protocol: chDB in-process and a server over HTTP.
+
+Both speak the same SQL, take parameters with ClickHouse's own `{name:Type}` binding and
+return rows decoded from JSONEachRow, so a query gives the same Python values on either.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlparse
+
+import orjson
+
+JSON_OUTPUT_SETTINGS = {
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_quote_64bit_floats": 0,
+    "date_time_output_format": "iso",
+}
+
+
+class ClickHouseUnavailable(RuntimeError):
+    """ClickHouse could not be reached or refused the statement; callers retry with backoff."""
+
+
+class ClickHouseBackend(Protocol):
+    """What KeyTrail needs from ClickHouse."""
+
+    url: str
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing (DDL, ALTER, INSERT … SELECT)."""
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a SELECT and return its rows as dicts of JSON values."""
+
+    def insert_json_rows(self, table: str, payload: bytes) -> None:
+        """Insert newline-delimited JSON rows (JSONEachRow) into `table`."""
+
+    def close(self) -> None:
+        """Release the connection or the in-process engine."""
+
+
+def _decode_rows(raw: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in raw.splitlines() if line]
+
+
+class ChdbBackend:
+    """chDB, ClickHouse's engine in-process; one process per data directory, so it is serialised."""
+
+    def __init__(self, path: str | Path) -> None:
+        from chdb import session as chdb_session
+
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.url = f"chdb://{self.path}"
+        self._lock = threading.Lock()
+        self._session = chdb_session.Session(str(self.path))
+        for name, value in JSON_OUTPUT_SETTINGS.items():
+            self._session.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+
+    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
+        with self._lock:
+            try:
+                result = self._session.query(sql, fmt, params=params or {})
+            except Exception as exc:  # chDB raises plain RuntimeError for every engine error
+                raise ClickHouseUnavailable(str(exc)) from exc
+        return result.bytes() if result is not None else b""
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._run(sql, "CSV", params)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return _decode_rows(self._run(sql, "JSONEachRow", params))
+
+    def insert_json_rows(self, table: str, payload: bytes) -> None:
+        if payload:
+            self._run(f"INSERT INTO {table} FORMAT JSONEachRow\n" + payload.decode(), "CSV", None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+
+class ServerBackend:
+    """A ClickHouse server through clickhouse-connect (HTTP)."""
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        parsed = urlparse(url)
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        self.url = url
+        self.database = parsed.path.lstrip("/") or "default"
+        self._lock = threading.Lock()
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+                username=unquote(parsed.username or "default"),
+                password=unquote(parsed.password or ""),
+                secure=parsed.scheme == "https",
+                settings=JSON_OUTPUT_SETTINGS,
+                **({"connect_timeout": float(query["connect_timeout"])} if "connect_timeout" in query else {}),
+            )
+            if self.database != "default":
+                self._client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+                self._client.database = self.database
+        except Exception as exc:
+            raise ClickHouseUnavailable(f"cannot reach ClickHouse at {parsed.hostname}:{parsed.port}: {exc}") from exc
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        try:
+            with self._lock:
+                self._client.command(sql, parameters=params or None)
+        except Exception as exc:
+            raise ClickHouseUnavailable(str(exc)) from exc
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        try:
+            with self._lock:
+                raw = self._client.raw_query(sql, parameters=params or None, fmt="JSONEachRow")
+        except Exception as exc:
+            raise ClickHouseUnavailable(str(exc)) from exc
+        return _decode_rows(raw)
+
+    def insert_json_rows(self, table: str, payload: bytes) -> None:
+        if not payload:
+            return
+        try:
+            with self._lock:
+                self._client.raw_insert(table, insert_block=payload, fmt="JSONEachRow")
+        except Exception as exc:
+            raise ClickHouseUnavailable(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_clickhouse(url: str) -> ClickHouseBackend:
+    """The backend a URL names: `chdb://PATH` (in-process) or `http(s)://…` (server)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "chdb":
+        return ChdbBackend(url.split("://", 1)[1])
+    if scheme in ("http", "https"):
+        return ServerBackend(url)
+    raise ValueError(f"unsupported ClickHouse URL {url!r}: use chdb://PATH or http(s)://host:port/db")
