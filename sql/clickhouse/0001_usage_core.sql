@@ -20,13 +20,13 @@ CREATE TABLE IF NOT EXISTS usage_events
     client_ip       IPv6,
     user_agent      LowCardinality(String),
     request_id      String CODEC(ZSTD(3)),
-    late            UInt8 DEFAULT 0 COMMENT '1 when the event arrived after the allowed lateness'
+    on_time         UInt8 DEFAULT 1 COMMENT '0 when the event arrived after the allowed lateness and was not counted'
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(on_time)
 PARTITION BY toDate(occurred_at)
 ORDER BY (key_id, occurred_at, event_id)
 TTL toDateTime(occurred_at) + INTERVAL 400 DAY
-COMMENT 'Raw usage events, the audit trail; deduplicated by event_id';
+COMMENT 'Raw usage events, the audit trail; deduplicated by event_id (an on-time copy wins over a late one)';
 
 CREATE TABLE IF NOT EXISTS key_usage_minute
 (
@@ -67,3 +67,24 @@ CREATE TABLE IF NOT EXISTS key_last_used
 ENGINE = ReplacingMergeTree(last_used_at)
 ORDER BY key_id
 COMMENT 'Newest use of each key by event time; an older event never wins';
+
+CREATE TABLE IF NOT EXISTS signals
+(
+    signal_id       UUID,
+    key_id          String,
+    project_id      LowCardinality(String),
+    kind            LowCardinality(String),
+    severity        Enum8('info' = 0, 'low' = 1, 'medium' = 2, 'high' = 3, 'critical' = 4),
+    score           Float64,
+    observed        Float64,
+    expected        Float64,
+    window_start    DateTime64(3, 'UTC'),
+    window_end      DateTime64(3, 'UTC'),
+    detected_at     DateTime64(3, 'UTC'),
+    evidence        String COMMENT 'JSON object of lists: ips, networks, routes, ...',
+    message         String
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(detected_at)
+ORDER BY (key_id, detected_at, signal_id)
+COMMENT 'Explained findings per key; the deterministic signal_id makes re-detection idempotent';

@@ -1,0 +1,106 @@
+"""The `keytrail` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from console.settings import get_settings
+
+app = typer.Typer(name="keytrail", help="KeyTrail: usage and audit trail for API keys.", no_args_is_help=True)
+schema_app = typer.Typer(help="The wire contracts.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+console = Console()
+
+
+def _mount_optional_apps() -> None:
+    """Sub-commands that live in their own modules."""
+    from console.cli_keys import keys_app
+
+    app.add_typer(keys_app, name="keys")
+
+
+@schema_app.command("export")
+def schema_export(
+    directory: Annotated[Path, typer.Argument(help="where to write the *.schema.json files")] = Path("schemas/json"),
+) -> None:
+    """Write the JSON Schema of every contract, for producers in any language."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    keys: Annotated[int, typer.Option(min=1, max=100, help="keys to create")] = 5,
+    events: Annotated[int, typer.Option(min=1, help="synthetic events to ingest")] = 20_000,
+) -> None:
+    """Ingest a burst of synthetic events on the embedded default and print a per-key table."""
+    from console.demo import run_burst_demo
+
+    run_burst_demo(get_settings(), keys=keys, events=events, console=console)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply ClickHouse migrations (chDB or server, from KEYTRAIL_CLICKHOUSE_URL)."""
+    from sql.backends import open_clickhouse
+    from sql.migrate import migrate as apply_migrations
+
+    backend = open_clickhouse(get_settings().clickhouse_url)
+    applied = apply_migrations(backend)
+    console.print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d} {m.name}" for m in applied))
+    backend.close()
+
+
+@app.command()
+def worker(
+    partitions: Annotated[int, typer.Option(help="partitions of keytrail.usage.v1")] = 8,
+) -> None:
+    """Run the stream worker: Kafka -> core -> ClickHouse -> last-used and signals topics."""
+    import faust
+
+    from stream_processors.faust_app import build_worker_app
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level)
+    faust_app = build_worker_app(settings, partitions=partitions)
+    faust.Worker(faust_app, loglevel=settings.log_level.lower()).execute_from_commandline()
+
+
+@app.command()
+def projector() -> None:
+    """Run the last-used projector: keytrail.last-used.v1 -> key store last_used_at."""
+    from keystore.store import KeyStore
+    from stream_processors.projector import LastUsedProjector, run_kafka_projector
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level)
+    store = KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env)
+    stopping = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
+    try:
+        run_kafka_projector(settings.kafka_bootstrap, LastUsedProjector(store), should_stop=lambda: stopping["now"])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.close()
+
+
+def main() -> None:
+    """Entry point of the `keytrail` console script."""
+    try:
+        _mount_optional_apps()
+    except ImportError:  # pragma: no cover - a sub-app failing to import must not hide the others
+        logging.getLogger(__name__).exception("could not load a sub-command")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Batch aggregation: last used, per-minute frequency and event-id dedupe, per key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from schemas.last_used import LastUsed
+from schemas.signals import Signal
+from schemas.usage import DENIAL_OUTCOMES, KeyUsageEvent, Outcome
+from stream_processors.core.clock import epoch_ms, from_epoch_ms
+from stream_processors.core.state import OUTCOME_INDEX, OUTCOME_ORDER, KeyState, MinuteAggregate
+
+MINUTE_MS = 60_000
+
+
+class StateMapping(Protocol):
+    """Where per-key state lives: a dict in-process, a Faust table in production."""
+
+    def get(self, key: str, /) -> KeyState | None: ...
+
+    def __setitem__(self, key: str, value: KeyState, /) -> None: ...
+
+
+class Detector(Protocol):
+    """One anomaly detector. It owns `state.detector_state[name]` and nothing else."""
+
+    name: str
+
+    def observe(
+        self,
+        key_id: str,
+        state: KeyState,
+        events: Sequence[KeyUsageEvent],
+        closed_minutes: Sequence[tuple[int, MinuteAggregate]],
+    ) -> list[Signal]:
+        """Look at the key's new (deduplicated, on-time) events and closed minutes; return signals."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteUsage:
+    """Full counts of one key in one minute of event time (re-sent whole when a late event lands)."""
+
+    key_id: str
+    project_id: str
+    minute_start_s: int
+    requests: int
+    errors: int
+    denials: int
+    outcomes: dict[str, int]
+    distinct_ips: int
+    request_bytes: int
+    response_bytes: int
+
+    @property
+    def revision(self) -> int:
+        """Counts only grow inside a minute, so the request count orders revisions."""
+        return self.requests
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch produced."""
+
+    accepted: list[KeyUsageEvent] = field(default_factory=list)
+    """New events counted in their minute: the audit trail, on time."""
+    late: list[KeyUsageEvent] = field(default_factory=list)
+    """Events older than the allowed lateness: stored in the audit trail flagged late, not counted."""
+    duplicates: int = 0
+    minutes: list[MinuteUsage] = field(default_factory=list)
+    last_used: list[LastUsed] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+
+
+def is_error(event: KeyUsageEvent) -> bool:
+    """A server-side failure: outcome `error` or a 5xx status."""
+    return event.outcome is Outcome.ERROR or event.status >= 500
+
+
+class UsageAggregator:
+    """The core. Deterministic: the same events in the same per-key order give the same state and outputs."""
+
+    def __init__(self, allowed_lateness_s: int = 300, detectors: Iterable[Detector] = ()) -> None:
+        self.allowed_lateness_ms = allowed_lateness_s * 1000
+        self.detectors = list(detectors)
+
+    def process(self, events: Iterable[KeyUsageEvent], states: StateMapping) -> BatchResult:
+        """Fold a batch into the per-key states; each key's state is read and written once."""
+        by_key: dict[str, list[KeyUsageEvent]] = {}
+        for event in events:
+            by_key.setdefault(event.key_id, []).append(event)
+        result = BatchResult()
+        for key_id, key_events in by_key.items():
+            state = states.get(key_id) or KeyState(project_id=key_events[0].project_id)
+            self._fold_key(key_id, state, key_events, result)
+            states[key_id] = state
+        return result
+
+    def _fold_key(self, key_id: str, state: KeyState, events: list[KeyUsageEvent], result: BatchResult) -> None:
+        lateness = self.allowed_lateness_ms
+        previous_last_used = (state.last_used_ms, state.last_used_event_id)
+        touched: set[int] = set()
+        fresh: list[KeyUsageEvent] = []
+        for event in events:
+            t_ms = epoch_ms(event.occurred_at)
+            minute_s = t_ms // MINUTE_MS * 60
+            if minute_s * 1000 + MINUTE_MS + lateness <= state.watermark_ms:
+                result.late.append(event)
+                continue
+            aggregate = state.open_minutes.get(minute_s)
+            if aggregate is None:
+                aggregate = state.open_minutes[minute_s] = MinuteAggregate()
+            event_int = event.event_id.int
+            if event_int in aggregate.event_ids:
+                result.duplicates += 1
+                continue
+            aggregate.event_ids.add(event_int)
+            aggregate.requests += 1
+            if is_error(event):
+                aggregate.errors += 1
+            if event.outcome in DENIAL_OUTCOMES:
+                aggregate.denials += 1
+            aggregate.outcomes[OUTCOME_INDEX[event.outcome]] += 1
+            aggregate.ips.add(event.client_ip)
+            aggregate.request_bytes += event.request_bytes
+            aggregate.response_bytes += event.response_bytes
+            touched.add(minute_s)
+            fresh.append(event)
+            state.total_requests += 1
+            if t_ms > state.watermark_ms:
+                state.watermark_ms = t_ms
+            event_id = str(event.event_id)
+            if (t_ms, event_id) > (state.last_used_ms, state.last_used_event_id):
+                state.last_used_ms = t_ms
+                state.last_used_event_id = event_id
+                state.last_used_ip = event.client_ip
+                state.last_used_route = event.route
+                state.last_used_service = event.service
+        result.accepted.extend(fresh)
+        for minute_s in sorted(touched):
+            result.minutes.append(self._minute_usage(key_id, state.project_id, minute_s, state.open_minutes[minute_s]))
+        closed = self._close_minutes(state)
+        for detector in self.detectors:
+            result.signals.extend(detector.observe(key_id, state, fresh, closed))
+        if (state.last_used_ms, state.last_used_event_id) != previous_last_used:
+            result.last_used.append(
+                LastUsed(
+                    key_id=key_id,
+                    project_id=state.project_id,
+                    last_used_at=from_epoch_ms(state.last_used_ms),
+                    last_used_ip=state.last_used_ip,
+                    route=state.last_used_route,
+                    service=state.last_used_service,
+                    event_id=state.last_used_event_id,
+                )
+            )
+
+    def _close_minutes(self, state: KeyState) -> list[tuple[int, MinuteAggregate]]:
+        """Drop minutes past the allowed lateness; their rows were already emitted."""
+        horizon = state.watermark_ms - self.allowed_lateness_ms - MINUTE_MS
+        closed = [(m, a) for m, a in state.open_minutes.items() if m * 1000 <= horizon]
+        for minute_s, _ in closed:
+            del state.open_minutes[minute_s]
+        closed.sort(key=lambda item: item[0])
+        return closed
+
+    @staticmethod
+    def _minute_usage(key_id: str, project_id: str, minute_s: int, aggregate: MinuteAggregate) -> MinuteUsage:
+        return MinuteUsage(
+            key_id=key_id,
+            project_id=project_id,
+            minute_start_s=minute_s,
+            requests=aggregate.requests,
+            errors=aggregate.errors,
+            denials=aggregate.denials,
+            outcomes={o.value: n for o, n in zip(OUTCOME_ORDER, aggregate.outcomes, strict=True)},
+            distinct_ips=len(aggregate.ips),
+            request_bytes=aggregate.request_bytes,
+            response_bytes=aggregate.response_bytes,
+        )
