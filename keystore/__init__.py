@@ -1,0 +1,44 @@
+"""The system of record for API keys: format, hashing, lifecycle, verification.
+
+Typical use::
+
+    store = KeyStore.open("sqlite:///keys.db", secret, env="live")
+    record, secret = store.create_key("billing worker", "payments", expires_in="90d")
+    verdict = store.verify(secret, scope="orders:read", client_ip="203.0.113.7")
+"""
+
+from keystore.caller import Caller
+from keystore.errors import (
+    InvalidKeyRequest,
+    KeyAlreadyRotated,
+    KeyNotFound,
+    KeyStateConflict,
+    KeyStoreError,
+    PermissionDenied,
+    UnsupportedStoreUrl,
+)
+from keystore.lifecycle_sinks import InMemoryLifecycleSink, KafkaLifecycleSink, LifecycleSink
+from keystore.listing import KeyFilter, KeySort
+from keystore.store import UNCHANGED, KeyStore, Rotation, SweepReport
+from keystore.verification import Verification
+
+__all__ = [
+    "UNCHANGED",
+    "Caller",
+    "InMemoryLifecycleSink",
+    "InvalidKeyRequest",
+    "KafkaLifecycleSink",
+    "KeyAlreadyRotated",
+    "KeyFilter",
+    "KeyNotFound",
+    "KeySort",
+    "KeyStateConflict",
+    "KeyStore",
+    "KeyStoreError",
+    "LifecycleSink",
+    "PermissionDenied",
+    "Rotation",
+    "SweepReport",
+    "UnsupportedStoreUrl",
+    "Verification",
+]

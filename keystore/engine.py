@@ -1,0 +1,70 @@
+"""Building the SQLAlchemy engine for a key store URL (`sqlite:///…` or `postgresql://…`)."""
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+from keystore.errors import UnsupportedStoreUrl
+
+WRITE_OPTION = "keystore_write"
+"""Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+def normalise_store_url(url: str) -> str:
+    """Plain `postgresql://` and `postgres://` use psycopg 3; SQLite URLs pass through."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+def create_store_engine(url: str, **engine_options: Any) -> Engine:
+    """An engine for the key store; SQLite gets WAL, a busy timeout and immediate write transactions."""
+    sa_url = make_url(normalise_store_url(url))
+    backend = sa_url.get_backend_name()
+    if backend == "postgresql":
+        if sa_url.get_driver_name() != "psycopg":
+            sa_url = sa_url.set(drivername="postgresql+psycopg")
+        engine_options.setdefault("pool_pre_ping", True)
+        return create_engine(sa_url, **engine_options)
+    if backend == "sqlite":
+        return _create_sqlite_engine(sa_url, engine_options)
+    raise UnsupportedStoreUrl(
+        f"key store backend {backend!r} is not supported; set KEYTRAIL_KEYSTORE_URL to "
+        "sqlite:///PATH or postgresql://user@host:5432/db"
+    )
+
+
+def _create_sqlite_engine(sa_url: Any, engine_options: dict[str, Any]) -> Engine:
+    in_memory = sa_url.database in (None, "", ":memory:")
+    connect_args = engine_options.pop("connect_args", {})
+    connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
+    connect_args.setdefault("check_same_thread", False)
+    if in_memory:
+        engine_options.setdefault("poolclass", StaticPool)
+    engine = create_engine(sa_url, connect_args=connect_args, **engine_options)
+
+    @event.listens_for(engine, "connect")
+    def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from pysqlite so that BEGIN is explicit (see below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # Writers take the write lock up front, so a read-then-write transaction never fails
+        # half-way with "database is locked"; readers stay deferred and never block each other.
+        if connection.get_execution_options().get(WRITE_OPTION):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+    return engine
