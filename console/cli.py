@@ -60,9 +60,7 @@ def migrate() -> None:
 
 
 @app.command()
-def worker(
-    partitions: Annotated[int, typer.Option(help="partitions of keytrail.usage.v1")] = 8,
-) -> None:
+def worker() -> None:
     """Run the stream worker: Kafka -> core -> ClickHouse -> last-used and signals topics."""
     import faust
 
@@ -70,8 +68,8 @@ def worker(
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level)
-    faust_app = build_worker_app(settings, partitions=partitions)
-    faust.Worker(faust_app, loglevel=settings.log_level.lower()).execute_from_commandline()
+    faust_app = build_worker_app(settings)
+    faust.Worker(faust_app, loglevel=settings.log_level.lower(), override_logging=False).execute_from_commandline()
 
 
 @app.command()
@@ -86,7 +84,10 @@ def projector() -> None:
     stopping = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
     try:
-        run_kafka_projector(settings.kafka_bootstrap, LastUsedProjector(store), should_stop=lambda: stopping["now"])
+        run_kafka_projector(
+            settings.kafka_bootstrap, LastUsedProjector(store), group_id=settings.projector_group_id,
+            should_stop=lambda: stopping["now"],
+        )
     except KeyboardInterrupt:
         pass
     finally:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=5000, ge=1)
     worker_batch_seconds: float = Field(default=0.5, gt=0)
     allowed_lateness_seconds: int = Field(default=300, ge=0)
+    worker_app_id: str = Field(default="keytrail-worker", description="Faust app id: consumer group and table prefix")
+    projector_group_id: str = Field(default="keytrail-projector", description="consumer group of the projector")
+    usage_partitions: int = Field(default=8, ge=1, description="partitions of keytrail.usage.v1 (and the state table)")
     faust_store: str = Field(default="memory://", description="memory:// or rocksdb:// for Faust tables")
     log_level: str = "INFO"
 

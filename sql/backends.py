@@ -7,6 +7,7 @@ return rows decoded from JSONEachRow, so a query gives the same Python values on
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlparse
@@ -20,8 +21,37 @@ JSON_OUTPUT_SETTINGS = {
 }
 
 
-class ClickHouseUnavailable(RuntimeError):
-    """ClickHouse could not be reached or refused the statement; callers retry with backoff."""
+class ClickHouseError(RuntimeError):
+    """ClickHouse refused a statement (bad SQL, bad data): retrying will not help."""
+
+
+class ClickHouseUnavailable(ClickHouseError):
+    """ClickHouse could not be reached; callers retry with backoff."""
+
+
+def clickhouse_literal(value: Any) -> str:
+    """A parameter value in the text form ClickHouse parses for `{name:Type}` (chDB takes text only)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    if isinstance(value, list | tuple | set | frozenset):
+        return "[" + ",".join(_quoted(v) for v in value) + "]"
+    if value is None:
+        return "\\N"
+    return str(value)
+
+
+def _quoted(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, datetime):
+        return "'" + clickhouse_literal(value) + "'"
+    return clickhouse_literal(value)
 
 
 class ClickHouseBackend(Protocol):
@@ -63,9 +93,10 @@ class ChdbBackend:
     def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
         with self._lock:
             try:
-                result = self._session.query(sql, fmt, params=params or {})
+                bound = {name: clickhouse_literal(value) for name, value in (params or {}).items()}
+                result = self._session.query(sql, fmt, params=bound)
             except Exception as exc:  # chDB raises plain RuntimeError for every engine error
-                raise ClickHouseUnavailable(str(exc)) from exc
+                raise ClickHouseError(str(exc)) from exc
         return result.bytes() if result is not None else b""
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
@@ -115,14 +146,14 @@ class ServerBackend:
             with self._lock:
                 self._client.command(sql, parameters=params or None)
         except Exception as exc:
-            raise ClickHouseUnavailable(str(exc)) from exc
+            raise _server_error(exc) from exc
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         try:
             with self._lock:
                 raw = self._client.raw_query(sql, parameters=params or None, fmt="JSONEachRow")
         except Exception as exc:
-            raise ClickHouseUnavailable(str(exc)) from exc
+            raise _server_error(exc) from exc
         return _decode_rows(raw)
 
     def insert_json_rows(self, table: str, payload: bytes) -> None:
@@ -132,10 +163,19 @@ class ServerBackend:
             with self._lock:
                 self._client.raw_insert(table, insert_block=payload, fmt="JSONEachRow")
         except Exception as exc:
-            raise ClickHouseUnavailable(str(exc)) from exc
+            raise _server_error(exc) from exc
 
     def close(self) -> None:
         self._client.close()
+
+
+def _server_error(exc: Exception) -> ClickHouseError:
+    """Connection failures are retryable; errors the server reports about the statement are not."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    if isinstance(exc, OperationalError) or not isinstance(exc, DatabaseError):
+        return ClickHouseUnavailable(str(exc))
+    return ClickHouseError(str(exc))
 
 
 def open_clickhouse(url: str) -> ClickHouseBackend:

@@ -1,0 +1,139 @@
+"""KeyTrail's own services (worker, projector) as real subprocesses, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.topics import Topics
+
+
+class KeytrailProcess:
+    """`python -m console.cli <command>` with KEYTRAIL_* settings; stopped on exit, even on failure."""
+
+    def __init__(self, command: str, env: dict[str, str], log_path: Path) -> None:
+        self.command = command
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> KeytrailProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "console.cli", self.command],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def kill_hard(self) -> None:
+        """kill -9: no chance to flush or commit anything."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> KeytrailProcess:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def create_pipeline_topics(bootstrap: str, partitions: int) -> None:
+    """The five topics of the contract (no-op for those that exist)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    wanted = [
+        NewTopic(Topics.USAGE.value, partitions, 1),
+        NewTopic(Topics.LAST_USED.value, partitions, 1, config={"cleanup.policy": "compact"}),
+        NewTopic(Topics.SIGNALS.value, partitions, 1),
+        NewTopic(Topics.KEYS.value, partitions, 1),
+        NewTopic(Topics.DLQ.value, 1, 1),
+    ]
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [t for t in wanted if t.topic not in existing]
+    if missing:
+        for future in admin.create_topics(missing).values():
+            try:
+                future.result(30)
+            except Exception as exc:  # a parallel creator won the race
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, on_timeout: Callable[[], str] = str) -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` and diagnostics."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{on_timeout()}")
+        time.sleep(0.25)
+
+
+def group_caught_up(bootstrap: str, group_id: str, topic: str) -> bool:
+    """Whether the consumer group has committed the end of every partition of `topic`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        committed = consumer.committed(partitions, timeout=10)
+        for tp in committed:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            if high > 0 and tp.offset < high:
+                return False
+        return True
+    finally:
+        consumer.close()
+
+
+def consume_all(bootstrap: str, topic: str, *, idle_seconds: float = 2.0, max_seconds: float = 30.0) -> list:
+    """Every message currently on `topic`, read from the beginning by a throwaway group."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"keytrail-test-reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages = []
+    started = last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_seconds and time.monotonic() - started < max_seconds:
+            batch = consumer.consume(500, timeout=0.5)
+            good = [m for m in batch if m.error() is None]
+            if good:
+                messages.extend(good)
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return messages
