@@ -45,10 +45,11 @@ class WorkerCounters:
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
-def build_worker_app(settings: Settings, *, app_id: str = "keytrail-worker", partitions: int = 8) -> faust.App:
+def build_worker_app(settings: Settings) -> faust.App:
     """A configured Faust app with the usage aggregator agent; run it with `app.main()` or a faust.Worker."""
+    partitions = settings.usage_partitions
     app = faust.App(
-        app_id,
+        settings.worker_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store=settings.faust_store,
         topic_partitions=partitions,

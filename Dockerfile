@@ -1,0 +1,13 @@
+# KeyTrail's services (worker, projector, console) for docker-compose.yml.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas schemas
+COPY producers producers
+COPY stream_processors stream_processors
+COPY keystore keystore
+COPY console console
+COPY sql sql
+RUN pip install --no-cache-dir .
+USER nobody
+ENTRYPOINT ["keytrail"]
