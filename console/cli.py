@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import signal
 from pathlib import Path
@@ -18,11 +20,34 @@ app.add_typer(schema_app, name="schema")
 console = Console()
 
 
-def _mount_optional_apps() -> None:
-    """Sub-commands that live in their own modules."""
-    from console.cli_keys import keys_app
+SUB_APPS = {
+    # command name: (module, Typer attribute)
+    "keys": ("console.cli_keys", "keys_app"),
+    "usage": ("console.cli_usage", "usage_app"),
+    "signals": ("console.cli_signals", "signals_app"),
+    "alerts": ("console.cli_alerts", "alerts_app"),
+}
+"""Sub-command groups that live in modules of their own."""
 
-    app.add_typer(keys_app, name="keys")
+TOP_LEVEL_COMMANDS = {
+    # module: function names registered as top-level commands
+    "console.cli_ingest": ("produce", "ingest"),
+    "console.cli_generate": ("generate",),
+    "console.cli_replay": ("replay",),
+    "console.cli_serve": ("serve",),
+}
+
+
+def _mount_sub_apps() -> None:
+    """Register the command groups and commands whose modules are present."""
+    for name, (module_name, attribute) in SUB_APPS.items():
+        if importlib.util.find_spec(module_name) is not None:
+            app.add_typer(getattr(importlib.import_module(module_name), attribute), name=name)
+    for module_name, functions in TOP_LEVEL_COMMANDS.items():
+        if importlib.util.find_spec(module_name) is not None:
+            module = importlib.import_module(module_name)
+            for function in functions:
+                app.command()(getattr(module, function))
 
 
 @schema_app.command("export")
@@ -96,10 +121,7 @@ def projector() -> None:
 
 def main() -> None:
     """Entry point of the `keytrail` console script."""
-    try:
-        _mount_optional_apps()
-    except ImportError:  # pragma: no cover - a sub-app failing to import must not hide the others
-        logging.getLogger(__name__).exception("could not load a sub-command")
+    _mount_sub_apps()
     app()
 
 
