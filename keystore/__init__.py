@@ -20,11 +20,13 @@ from keystore.errors import (
 from keystore.lifecycle_sinks import InMemoryLifecycleSink, KafkaLifecycleSink, LifecycleSink
 from keystore.listing import KeyFilter, KeySort
 from keystore.store import UNCHANGED, KeyStore, Rotation, SweepReport
+from keystore.sweeper import ExpirySweeper, sweep_forever
 from keystore.verification import Verification
 
 __all__ = [
     "UNCHANGED",
     "Caller",
+    "ExpirySweeper",
     "InMemoryLifecycleSink",
     "InvalidKeyRequest",
     "KafkaLifecycleSink",
@@ -41,4 +43,5 @@ __all__ = [
     "SweepReport",
     "UnsupportedStoreUrl",
     "Verification",
+    "sweep_forever",
 ]

@@ -84,6 +84,14 @@ def resolve_expiry(now: datetime, expires_in: str | None, expires_at: datetime |
     if expires_in is None:
         return None
     if expires_in.strip().lower() not in EXPIRY_PRESETS:
-        return resolve_expiry(now, None, parse_expiry_date(expires_in))
+        try:
+            custom = parse_expiry_date(expires_in)
+        except InvalidKeyRequest:
+            choices = ", ".join(EXPIRY_PRESETS)
+            raise InvalidKeyRequest(
+                f"expiry {expires_in[:32]!r} is neither a preset ({choices}) nor a date; "
+                "write e.g. 30d or 2026-06-30"
+            ) from None
+        return resolve_expiry(now, None, custom)
     lifetime = parse_expiry_preset(expires_in)
     return None if lifetime is None else to_utc_millis(now + lifetime)

@@ -288,7 +288,7 @@ class KeyStore:
         query = (
             select(key_lifecycle_events.c.project_id, key_lifecycle_events.c.payload)
             .where(key_lifecycle_events.c.key_id == key_id)
-            .order_by(key_lifecycle_events.c.occurred_at, key_lifecycle_events.c.event_id)
+            .order_by(key_lifecycle_events.c.sequence)
         )
         with self._engine.connect() as connection:
             rows = connection.execute(query).all()
@@ -712,7 +712,7 @@ class KeyStore:
         query = (
             select(key_lifecycle_events.c.payload)
             .where(key_lifecycle_events.c.published_at.is_(None))
-            .order_by(key_lifecycle_events.c.occurred_at, key_lifecycle_events.c.event_id)
+            .order_by(key_lifecycle_events.c.sequence)
             .limit(limit)
         )
         with self._engine.connect() as connection:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -85,14 +86,22 @@ api_keys = Table(
 key_lifecycle_events = Table(
     "key_lifecycle_events",
     metadata,
-    Column("event_id", String(36), primary_key=True),
+    Column(
+        "sequence",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+        comment="write order; orders events that share a timestamp",
+    ),
+    Column("event_id", String(36), nullable=False),
     Column("occurred_at", UtcDateTime, nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("project_id", String(64), nullable=False),
     Column("action", String(16), nullable=False),
     Column("payload", Text, nullable=False, comment="KeyLifecycleEvent JSON, exactly as published"),
     Column("published_at", UtcDateTime, nullable=True, comment="null = not yet handed to the sink"),
-    Index("ix_key_lifecycle_events_key_id", "key_id", "occurred_at"),
+    Index("ix_key_lifecycle_events_event_id", "event_id", unique=True),
+    Index("ix_key_lifecycle_events_key_id", "key_id", "sequence"),
     Index("ix_key_lifecycle_events_published_at", "published_at"),
 )
 """The lifecycle outbox and local audit log: written in the same transaction as the change."""
