@@ -66,7 +66,8 @@ def open_store(clock, sink) -> Iterator[Callable[..., KeyStore]]:
     def _open(url: str, **options) -> KeyStore:
         options.setdefault("clock", clock)
         options.setdefault("lifecycle_sink", sink)
-        store = KeyStore.open(url, SECRET, **options)
+        secret = options.pop("secret", SECRET)
+        store = KeyStore.open(url, secret, **options)
         opened.append(store)
         return store
 
