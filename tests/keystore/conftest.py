@@ -91,3 +91,10 @@ if importlib.util.find_spec("tests.infra.selection") is None:
 
         with PostgresServer() as server:
             yield server
+
+    @pytest.fixture(scope="session")
+    def kafka_service():
+        from tests.infra.kafka import KafkaBroker
+
+        with KafkaBroker() as broker:
+            yield broker
