@@ -25,6 +25,7 @@ from stream_processors.core.aggregate import UsageAggregator
 from stream_processors.detectors import default_detectors
 from stream_processors.sinks.clickhouse import ClickHouseSink
 from stream_processors.state_stores import SerializedStateOverlay
+from stream_processors.topics_admin import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class WorkerCounters:
 def build_worker_app(settings: Settings) -> faust.App:
     """A configured Faust app with the usage aggregator agent; run it with `app.main()` or a faust.Worker."""
     partitions = settings.usage_partitions
+    ensure_topics(settings.kafka_bootstrap, partitions)
     app = faust.App(
         settings.worker_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",

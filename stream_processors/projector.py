@@ -26,6 +26,14 @@ class LastUsedTarget(Protocol):
         ...
 
 
+class ResettableLastUsedTarget(LastUsedTarget, Protocol):
+    """A key store that can also forget every last used, for a rebuild from the log."""
+
+    def reset_last_used(self) -> int:
+        """Set last_used_at/ip to null on every key; returns rows changed."""
+        ...
+
+
 def coalesce_newest(records: Iterable[LastUsed]) -> list[LastUsed]:
     """One record per key: the newest by (last_used_at, event_id)."""
     newest: dict[str, LastUsed] = {}

@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-
-from schemas.topics import Topics
 
 
 class KeytrailProcess:
@@ -63,27 +60,6 @@ class KeytrailProcess:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
-
-
-def create_pipeline_topics(bootstrap: str, partitions: int) -> None:
-    """The five topics of the contract (no-op for those that exist)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    wanted = [
-        NewTopic(Topics.USAGE.value, partitions, 1),
-        NewTopic(Topics.LAST_USED.value, partitions, 1, config={"cleanup.policy": "compact"}),
-        NewTopic(Topics.SIGNALS.value, partitions, 1),
-        NewTopic(Topics.KEYS.value, partitions, 1),
-        NewTopic(Topics.DLQ.value, 1, 1),
-    ]
-    existing = set(admin.list_topics(timeout=10).topics)
-    missing = [t for t in wanted if t.topic not in existing]
-    if missing:
-        for future in admin.create_topics(missing).values():
-            try:
-                future.result(30)
-            except Exception as exc:  # a parallel creator won the race
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, on_timeout: Callable[[], str] = str) -> Any:

@@ -19,10 +19,10 @@ from schemas.topics import Topics
 from sql.backends import open_clickhouse
 from stream_processors.codec import encode_usage_event
 from stream_processors.core.clock import epoch_ms
+from stream_processors.topics_admin import ensure_topics
 from tests.e2e.pipeline_processes import (
     KeytrailProcess,
     consume_all,
-    create_pipeline_topics,
     group_caught_up,
     wait_until,
 )
@@ -54,7 +54,7 @@ def _copy_key_rows(source: KeyStore, target: KeyStore, key_ids: list[str]) -> No
 def test_events_flow_from_kafka_to_clickhouse_and_key_store(
     kafka_bootstrap, postgres_url, tmp_path, unique, artifacts_dir
 ):
-    create_pipeline_topics(kafka_bootstrap, PARTITIONS)
+    ensure_topics(kafka_bootstrap, PARTITIONS)
     sqlite_url = f"sqlite:///{tmp_path / 'keys.db'}"
     stores = {"sqlite": KeyStore.open(sqlite_url, SECRET.encode()), "postgres": KeyStore.open(postgres_url, SECRET.encode())}
     key_a, _ = stores["sqlite"].create_key(f"e2e-a-{unique}", "proj_e2e")
