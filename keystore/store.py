@@ -701,6 +701,17 @@ class KeyStore:
             result = connection.execute(statement, parameters)
             return max(result.rowcount, 0)
 
+    def reset_last_used(self) -> int:
+        """Forget every `last_used_at`/`last_used_ip`, before rebuilding them by replaying the log;
+        returns the rows changed."""
+        with self._writing() as connection:
+            result = connection.execute(
+                update(api_keys)
+                .where(api_keys.c.last_used_at.is_not(None))
+                .values(last_used_at=None, last_used_ip=None)
+            )
+            return max(result.rowcount, 0)
+
     # ------------------------------------------------------------------ lifecycle events
 
     def publish_pending_events(self, sink: LifecycleSink | None = None, limit: int = 1000) -> int:

@@ -79,3 +79,14 @@ def test_a_large_batch_is_applied_in_one_call(store, clock, project):
     ]
     assert store.apply_last_used(batch) == 50
     assert store.get(records[-1].id).last_used_at == clock.now + timedelta(seconds=49)
+
+
+def test_reset_then_replay_rebuilds_the_same_last_used(store, clock, project):
+    record, _ = store.create_key("a", project)
+    batch = [last_used(record.id, project, clock.now, "198.51.100.7")]
+    store.apply_last_used(batch)
+    before = store.get(record.id)
+    assert store.reset_last_used() == 1
+    assert store.get(record.id).last_used_at is None
+    assert store.apply_last_used(batch) == 1
+    assert store.get(record.id) == before
