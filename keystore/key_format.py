@@ -77,6 +77,12 @@ def parse_key(presented: str) -> ParsedKey | None:
     return ParsedKey(env=env, random=random_part, checksum=presented_checksum)
 
 
+def checksum_holds(presented: str) -> bool:
+    """True when `presented` has the key shape and a matching checksum (the fast path of `verify`)."""
+    match = _KEY_SHAPE.match(presented)
+    return match is not None and checksum(presented[: match.end(2)]) == match.group(3)
+
+
 def mask(display_prefix: str, hint: str) -> str:
     """How a stored key is shown: `kt_live_…9f3a`."""
     return f"{display_prefix}…{hint}"

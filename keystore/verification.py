@@ -4,7 +4,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from schemas.usage import Outcome
 
@@ -30,6 +31,15 @@ class Verification:
         return self.outcome is Outcome.OK
 
 
+@lru_cache(maxsize=8192)
+def parse_client_ip(client_ip: str) -> IPv4Address | IPv6Address | None:
+    """The client address, or None when it is not one; cached, since clients repeat."""
+    try:
+        return ip_address(client_ip)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiableKey:
     """What verification needs from a key row, pre-parsed once so cached checks stay cheap."""
@@ -43,6 +53,7 @@ class VerifiableKey:
     rotated: bool
     scopes: frozenset[str]
     networks: tuple[IPv4Network | IPv6Network, ...]
+    ok: Verification
 
     @classmethod
     def from_columns(
@@ -69,6 +80,7 @@ class VerifiableKey:
             rotated=rotated_to is not None,
             scopes=frozenset(scopes),
             networks=tuple(ip_network(cidr, strict=False) for cidr in ip_allowlist),
+            ok=Verification(outcome=Outcome.OK, key_id=key_id, project_id=project_id),
         )
 
     def evaluate(self, now: datetime, scope: str | None, client_ip: str | None) -> Verification:
@@ -85,14 +97,11 @@ class VerifiableKey:
             return self._verdict(Outcome.DENIED, "the client address is not in the key's IP allowlist")
         if scope is not None and scope not in self.scopes and WILDCARD_SCOPE not in self.scopes:
             return self._verdict(Outcome.DENIED, f"the key does not grant scope {scope[:100]!r}")
-        return self._verdict(Outcome.OK, "")
+        return self.ok
 
     def _address_allowed(self, client_ip: str | None) -> bool:
-        if client_ip is None:
-            return False
-        try:
-            address = ip_address(client_ip)
-        except ValueError:
+        address = parse_client_ip(client_ip) if client_ip is not None else None
+        if address is None:
             return False
         return any(address in network for network in self.networks)
 

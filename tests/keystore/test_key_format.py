@@ -10,6 +10,7 @@ from keystore.key_format import (
     CHECKSUM_LENGTH,
     HINT_LENGTH,
     RANDOM_LENGTH,
+    checksum_holds,
     encode_base62,
     generate_key,
     parse_key,
@@ -26,6 +27,7 @@ def test_every_generated_key_parses_and_its_checksum_holds(env):
     key = generate_key(env)
     parsed = parse_key(key)
     assert parsed is not None
+    assert checksum_holds(key)
     assert parsed.env == env
     assert key == f"kt_{env}_{parsed.random}_{parsed.checksum}"
     assert parsed.hint == key[-HINT_LENGTH:]
@@ -44,6 +46,7 @@ def test_any_single_character_change_fails_the_checksum(env, data):
     replacement = data.draw(replacement_characters.filter(lambda character: character != key[position]))
     typo = key[:position] + replacement + key[position + 1 :]
     assert parse_key(typo) is None
+    assert not checksum_holds(typo)
 
 
 @given(env=envs, data=st.data())
@@ -51,7 +54,9 @@ def test_a_dropped_character_in_the_random_part_or_checksum_is_rejected(env, dat
     key = generate_key(env)
     start = len(f"kt_{env}_")
     position = data.draw(st.integers(min_value=start, max_value=len(key) - 1))
-    assert parse_key(key[:position] + key[position + 1 :]) is None
+    shortened = key[:position] + key[position + 1 :]
+    assert parse_key(shortened) is None
+    assert not checksum_holds(shortened)
 
 
 def test_the_random_part_holds_at_least_160_bits_beyond_the_displayed_hint():
