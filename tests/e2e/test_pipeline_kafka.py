@@ -31,7 +31,7 @@ from tests.factories import usage_event
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = 4
-SECRET = "e2e-test-secret"
+SECRET = "e2e-test-secret-at-least-16-bytes"
 
 
 def _produce(bootstrap: str, records: list[tuple[str | None, bytes, int | None]]) -> None:
