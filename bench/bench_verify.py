@@ -94,7 +94,7 @@ def fill(store: KeyStore, filler_keys: int) -> list[str]:
     remaining = filler_keys
     with store.engine.begin() as connection:
         while remaining > 0:
-            rows = []
+            rows: list[dict[str, object]] = []
             for _ in range(min(BULK_CHUNK, remaining)):
                 secret = generate_key("live")
                 rows.append(

@@ -597,15 +597,14 @@ class KeyStore:
                 if row is None:
                     continue  # changed or swept by someone else meanwhile
                 if row.rotated_to is not None and row.grace_until is not None and row.grace_until <= now:
-                    values = {
-                        "status": KeyStatus.REVOKED.value,
-                        "revoked_at": now,
-                        "status_reason": f"rotation grace period ended; successor {row.rotated_to}",
-                    }
+                    why = f"rotation grace period ended; successor {row.rotated_to}"
+                    values: dict[str, Any] = {"status": KeyStatus.REVOKED.value, "revoked_at": now}
                     action, bucket = LifecycleAction.REVOKED, grace_ended
                 else:
-                    values = {"status": KeyStatus.EXPIRED.value, "status_reason": "expired"}
+                    why = "expired"
+                    values = {"status": KeyStatus.EXPIRED.value}
                     action, bucket = LifecycleAction.EXPIRED, expired
+                values["status_reason"] = why
                 connection.execute(
                     update(api_keys).where(api_keys.c.id == key_id).values(updated_at=now, **values)
                 )
@@ -616,7 +615,7 @@ class KeyStore:
                         after,
                         action,
                         SWEEP_ACTOR,
-                        values["status_reason"],
+                        why,
                         record_from_row(row),
                         after,
                         now,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -79,22 +78,3 @@ def open_store(clock, sink) -> Iterator[Callable[..., KeyStore]]:
 @pytest.fixture
 def store(open_store, store_url) -> KeyStore:
     return open_store(store_url)
-
-
-# Until the lead's tests/infra/selection.py lands, the session `postgres_service` of tests/conftest.py
-# cannot be built; fall back to a local throwaway cluster so the Postgres tests still run for real.
-if importlib.util.find_spec("tests.infra.selection") is None:
-
-    @pytest.fixture(scope="session")
-    def postgres_service():
-        from tests.infra.postgres import PostgresServer
-
-        with PostgresServer() as server:
-            yield server
-
-    @pytest.fixture(scope="session")
-    def kafka_service():
-        from tests.infra.kafka import KafkaBroker
-
-        with KafkaBroker() as broker:
-            yield broker
