@@ -1,0 +1,97 @@
+"""Any use of a revoked, expired or disabled key: always reported, no learning needed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from schemas.signals import Severity, Signal, SignalKind
+from schemas.usage import KeyUsageEvent, Outcome
+from stream_processors.core.clock import epoch_ms
+from stream_processors.core.state import KeyState, MinuteAggregate
+from stream_processors.detectors.dedupe import claim_window
+from stream_processors.detectors.event_time import MINUTE_MS, minute_text
+from stream_processors.detectors.signal_builder import build_signal, clip
+
+INACTIVE_OUTCOMES: dict[Outcome, Severity] = {
+    Outcome.REVOKED: Severity.CRITICAL,
+    Outcome.EXPIRED: Severity.HIGH,
+    Outcome.DISABLED: Severity.HIGH,
+}
+"""A revoked key is usually revoked because it leaked; expired and disabled keys are more often forgotten."""
+
+_WHY = {
+    Outcome.REVOKED: "Revoked keys are usually revoked because they leaked: whoever sent this request holds the secret.",
+    Outcome.EXPIRED: "Someone still holds and sends this secret: a forgotten deployment, or a copy outside your control.",
+    Outcome.DISABLED: "Someone still holds and sends this secret: a forgotten deployment, or a copy outside your control.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InactiveKeyThresholds:
+    window_minutes: int = 60
+    """One signal per key per aligned window, however many requests the window holds."""
+
+
+class InactiveKeyDetector:
+    """Fires on the first request of a window whose outcome says the key is revoked, expired or disabled.
+
+    Its memory is empty until it fires once (then just the end of the last signalled window).
+    """
+
+    name = "use_of_inactive_key"
+
+    def __init__(self, thresholds: InactiveKeyThresholds | None = None) -> None:
+        self.thresholds = thresholds or InactiveKeyThresholds()
+        self._window_ms = self.thresholds.window_minutes * MINUTE_MS
+
+    def observe(
+        self,
+        key_id: str,
+        state: KeyState,
+        events: Sequence[KeyUsageEvent],
+        closed_minutes: Sequence[tuple[int, MinuteAggregate]],
+    ) -> list[Signal]:
+        signals: list[Signal] = []
+        for event in events:
+            severity = INACTIVE_OUTCOMES.get(event.outcome)
+            if severity is None:
+                continue
+            memory = state.detector_state.setdefault(self.name, {})
+            at_ms = epoch_ms(event.occurred_at)
+            window_start = claim_window(memory, at_ms, self._window_ms)
+            if window_start is None:
+                continue
+            signals.append(self._signal(key_id, state, event, severity, at_ms, window_start))
+        return signals
+
+    def _signal(
+        self, key_id: str, state: KeyState, event: KeyUsageEvent, severity: Severity, at_ms: int, window_start: int
+    ) -> Signal:
+        status = event.outcome.value
+        route = f"{event.method} {clip(event.route)}"
+        message = (
+            f"Key {key_id} is {status} but was used at {minute_text(at_ms)} from {event.client_ip} "
+            f"({route} on {clip(event.service, 60)}; the service refused it with status {event.status}). "
+            f"{_WHY[event.outcome]} Further attempts in the same hour are folded into this signal."
+        )
+        return build_signal(
+            key_id=key_id,
+            project_id=state.project_id,
+            kind=SignalKind.USE_OF_INACTIVE_KEY,
+            severity=severity,
+            score=10.0 if severity is Severity.CRITICAL else 5.0,
+            observed=1.0,
+            expected=0.0,
+            window_start_ms=window_start,
+            window_ms=self._window_ms,
+            detected_at_ms=at_ms,
+            evidence={
+                "ips": [event.client_ip],
+                "routes": [route],
+                "services": [event.service],
+                "outcomes": [status],
+                "user_agents": [event.user_agent] if event.user_agent else [],
+            },
+            message=message,
+        )

@@ -1,0 +1,168 @@
+"""First use of a key from a network it was never used from (/24 for IPv4, /48 for IPv6)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.signals import Severity, Signal, SignalKind
+from schemas.usage import KeyUsageEvent
+from stream_processors.core.clock import epoch_ms
+from stream_processors.core.state import KeyState, MinuteAggregate
+from stream_processors.detectors.dedupe import claim_window
+from stream_processors.detectors.event_time import MINUTE_MS, epoch_day, minute_text
+from stream_processors.detectors.networks import (
+    is_private,
+    network_of,
+    network_text,
+    parent_of,
+    parent_text,
+)
+from stream_processors.detectors.signal_builder import build_signal, clip
+from stream_processors.detectors.wording import join_names, plural
+
+
+@dataclass(frozen=True, slots=True)
+class NewNetworkThresholds:
+    learning_days: int = 7
+    """Networks seen in the key's first week are its own; nothing is reported before."""
+    max_networks: int = 64
+    """Networks remembered per key; the least recently used is forgotten first."""
+    diffuse_per_week: int = 32
+    """A key that meets more new networks than this in a week is a public client (mobile app, browser
+    SDK): new networks are normal for it and stay quiet for four weeks."""
+    diffuse_quiet_weeks: int = 4
+    window_minutes: int = 60
+
+
+class NewNetworkDetector:
+    """Remembers the networks a key was used from, with the day each was last seen.
+
+    Normal change it tolerates:
+    - a new address inside a known /24 (or /48) is not a new network;
+    - a new /24 inside a private /16 the key already uses (10.20.31.0/24 next to 10.20.30.0/24) is the
+      same internal network renumbered or rescheduled (Kubernetes, autoscaling): learnt silently;
+    - a new /24 inside a public /16 (or /48 in a /32) the key already uses is reported at low severity.
+    A first use from a public address by a key that was only ever used from private networks is high.
+    Memory: `f` first day, `n` {network: last day seen}, `k` [week, new networks that week], `z` last
+    diffuse week, `x` end of the last signalled window.
+    """
+
+    name = "new_network"
+
+    def __init__(self, thresholds: NewNetworkThresholds | None = None) -> None:
+        self.thresholds = thresholds or NewNetworkThresholds()
+        self._window_ms = self.thresholds.window_minutes * MINUTE_MS
+
+    def observe(
+        self,
+        key_id: str,
+        state: KeyState,
+        events: Sequence[KeyUsageEvent],
+        closed_minutes: Sequence[tuple[int, MinuteAggregate]],
+    ) -> list[Signal]:
+        if not events:
+            return []
+        memory = state.detector_state.get(self.name)
+        if memory is None:
+            memory = state.detector_state[self.name] = {"f": epoch_day(events[0].occurred_at), "n": {}}
+        known: dict[str, int] = memory["n"]
+        prefixes: dict[str, str] = {}
+        signals: list[Signal] = []
+        for event in events:
+            ip = event.client_ip
+            network = prefixes.get(ip)
+            if network is None:
+                network = prefixes[ip] = network_of(ip)
+            day = epoch_day(event.occurred_at)
+            seen = known.get(network)
+            if seen is not None:
+                if day > seen:
+                    known[network] = day
+                continue
+            signal = self._first_use(key_id, state, memory, event, network, day)
+            if signal is not None:
+                signals.append(signal)
+        return signals
+
+    def _first_use(
+        self, key_id: str, state: KeyState, memory: dict[str, Any], event: KeyUsageEvent, network: str, day: int
+    ) -> Signal | None:
+        known: dict[str, int] = memory["n"]
+        learning_days = day - memory["f"]
+        week = day // 7
+        new_this_week = memory.get("k", [week, 0])
+        new_this_week = [week, 1] if new_this_week[0] != week else [week, new_this_week[1] + 1]
+        memory["k"] = new_this_week
+        if new_this_week[1] > self.thresholds.diffuse_per_week:
+            memory["z"] = week
+        signal = None
+        diffuse = "z" in memory and week - memory["z"] < self.thresholds.diffuse_quiet_weeks
+        if learning_days >= self.thresholds.learning_days and not diffuse and known:
+            signal = self._judge(key_id, state, memory, event, network, learning_days)
+        known[network] = day
+        if len(known) > self.thresholds.max_networks:
+            oldest = min(known.items(), key=lambda item: (item[1], item[0]))[0]
+            del known[oldest]
+        return signal
+
+    def _judge(
+        self,
+        key_id: str,
+        state: KeyState,
+        memory: dict[str, Any],
+        event: KeyUsageEvent,
+        network: str,
+        history_days: int,
+    ) -> Signal | None:
+        known: dict[str, int] = memory["n"]
+        parent = parent_of(network)
+        siblings = sorted(net for net in known if parent_of(net) == parent)
+        private = is_private(network)
+        if siblings and private:
+            return None  # the same internal network, renumbered: learnt silently
+        at_ms = epoch_ms(event.occurred_at)
+        window_start = claim_window(memory, at_ms, self._window_ms)
+        if window_start is None:
+            return None
+        recent = [net for net, _ in sorted(known.items(), key=lambda item: (-item[1], item[0]))]
+        recent_texts = [network_text(net) for net in recent]
+        route = f"{event.method} {clip(event.route)}"
+        new_text = network_text(network)
+        message = (
+            f"Key {key_id} was used from {new_text} for the first time ({minute_text(at_ms)}, "
+            f"{event.client_ip}, {route} on {clip(event.service, 60)}); in {plural(history_days, 'day')} it "
+            f"had only been used from {join_names(recent_texts)}."
+        )
+        if siblings:
+            severity, score = Severity.LOW, 1.0
+            message += (
+                f" The key already uses {join_names([network_text(n) for n in siblings], 3)} in the same "
+                f"block {parent_text(network)}, so this is likely the same provider or operator."
+            )
+        elif not private and all(is_private(net) for net in known):
+            severity, score = Severity.HIGH, 3.0
+            message += " It is the key's first use from a public address: until now it was only used inside private networks."
+        else:
+            severity, score = Severity.MEDIUM, 2.0
+        return build_signal(
+            key_id=key_id,
+            project_id=state.project_id,
+            kind=SignalKind.NEW_NETWORK,
+            severity=severity,
+            score=score,
+            observed=1.0,
+            expected=0.0,
+            window_start_ms=window_start,
+            window_ms=self._window_ms,
+            detected_at_ms=at_ms,
+            evidence={
+                "ips": [event.client_ip],
+                "networks": [new_text],
+                "known_networks": recent_texts[:10],
+                "routes": [route],
+                "services": [event.service],
+            },
+            message=message,
+        )

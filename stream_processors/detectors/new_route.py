@@ -1,0 +1,166 @@
+"""A route the key never called before (service, method and route template), after learning."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.signals import Severity, Signal, SignalKind
+from schemas.usage import KeyUsageEvent
+from stream_processors.core.clock import epoch_ms
+from stream_processors.core.state import KeyState, MinuteAggregate
+from stream_processors.detectors.dedupe import claim_window, window_open
+from stream_processors.detectors.event_time import MINUTE_MS, epoch_day, minute_text
+from stream_processors.detectors.signal_builder import build_signal, clip
+from stream_processors.detectors.wording import join_names, plural
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class NewRouteThresholds:
+    learning_days: int = 7
+    max_routes: int = 64
+    """Routes remembered per key (as 32-bit fingerprints); the least recently used is forgotten first."""
+    examples: int = 3
+    """Route names kept verbatim, to say in a message what the key usually calls."""
+    diffuse_per_week: int = 32
+    """More new routes than this in a week means the routes are not templated (ids in paths):
+    the detector stays quiet for such a key for four weeks."""
+    diffuse_quiet_weeks: int = 4
+    window_minutes: int = 60
+
+
+def route_name(event: KeyUsageEvent) -> str:
+    return f"{event.method} {clip(event.route)}"
+
+
+def fingerprint(event: KeyUsageEvent) -> str:
+    """Stable 32-bit fingerprint of (service, method, route): 8 hex characters in the state."""
+    raw = f"{event.service}\x1f{event.method}\x1f{event.route}".encode()
+    return f"{zlib.crc32(raw):08x}"
+
+
+class NewRouteDetector:
+    """Remembers the key's routes by fingerprint with the day each was last called.
+
+    Severity: a first write (POST, PUT, PATCH, DELETE, ...) by a key that only ever read is high;
+    a new write route is medium; a new read route is low.
+    Memory: `f` first day, `r` {fingerprint: last day}, `e` example names, `w` 1 once the key wrote,
+    `k` [week, new routes that week], `z` last diffuse week, `x` end of the last signalled window.
+    """
+
+    name = "new_route"
+
+    def __init__(self, thresholds: NewRouteThresholds | None = None) -> None:
+        self.thresholds = thresholds or NewRouteThresholds()
+        self._window_ms = self.thresholds.window_minutes * MINUTE_MS
+
+    def observe(
+        self,
+        key_id: str,
+        state: KeyState,
+        events: Sequence[KeyUsageEvent],
+        closed_minutes: Sequence[tuple[int, MinuteAggregate]],
+    ) -> list[Signal]:
+        if not events:
+            return []
+        memory = state.detector_state.get(self.name)
+        if memory is None:
+            memory = state.detector_state[self.name] = {"f": epoch_day(events[0].occurred_at), "r": {}, "e": []}
+        known: dict[str, int] = memory["r"]
+        prints: dict[tuple[str, str, str], str] = {}
+        signals: list[Signal] = []
+        for event in events:
+            triple = (event.service, event.method, event.route)
+            print_ = prints.get(triple)
+            if print_ is None:
+                print_ = prints[triple] = fingerprint(event)
+            day = epoch_day(event.occurred_at)
+            seen = known.get(print_)
+            if seen is not None:
+                if day > seen:
+                    known[print_] = day
+                continue
+            signal = self._first_call(key_id, state, memory, event, print_, day)
+            if signal is not None:
+                signals.append(signal)
+        return signals
+
+    def _first_call(
+        self, key_id: str, state: KeyState, memory: dict[str, Any], event: KeyUsageEvent, print_: str, day: int
+    ) -> Signal | None:
+        known: dict[str, int] = memory["r"]
+        week = day // 7
+        new_this_week = memory.get("k", [week, 0])
+        new_this_week = [week, 1] if new_this_week[0] != week else [week, new_this_week[1] + 1]
+        memory["k"] = new_this_week
+        if new_this_week[1] > self.thresholds.diffuse_per_week:
+            memory["z"] = week
+        diffuse = "z" in memory and week - memory["z"] < self.thresholds.diffuse_quiet_weeks
+        history_days = day - memory["f"]
+        writes = event.method not in READ_METHODS
+        signal = None
+        if history_days >= self.thresholds.learning_days and not diffuse and known:
+            at_ms = epoch_ms(event.occurred_at)
+            if window_open(memory, at_ms, self._window_ms):
+                signal = self._signal(key_id, state, memory, event, at_ms, history_days, writes)
+        known[print_] = day
+        if writes:
+            memory["w"] = 1
+        if len(memory["e"]) < self.thresholds.examples:
+            memory["e"].append(route_name(event)[:80])
+        if len(known) > self.thresholds.max_routes:
+            oldest = min(known.items(), key=lambda item: (item[1], item[0]))[0]
+            del known[oldest]
+        return signal
+
+    def _signal(
+        self,
+        key_id: str,
+        state: KeyState,
+        memory: dict[str, Any],
+        event: KeyUsageEvent,
+        at_ms: int,
+        history_days: int,
+        writes: bool,
+    ) -> Signal:
+        window_start = claim_window(memory, at_ms, self._window_ms)
+        assert window_start is not None
+        name = route_name(event)
+        others = len(memory["r"])
+        message = (
+            f"Key {key_id} called {name} on {clip(event.service, 60)} for the first time ({minute_text(at_ms)}, "
+            f"from {event.client_ip}, status {event.status}, outcome {event.outcome.value}); in "
+            f"{plural(history_days, 'day')} it had called {plural(others, 'other route')}, e.g. "
+            f"{join_names(memory['e'], 3)}."
+        )
+        if writes and not memory.get("w"):
+            severity, score = Severity.HIGH, 3.0
+            message += f" It is the key's first write ({event.method}): until now it only read."
+        elif writes:
+            severity, score = Severity.MEDIUM, 2.0
+        else:
+            severity, score = Severity.LOW, 1.0
+        return build_signal(
+            key_id=key_id,
+            project_id=state.project_id,
+            kind=SignalKind.NEW_ROUTE,
+            severity=severity,
+            score=score,
+            observed=1.0,
+            expected=0.0,
+            window_start_ms=window_start,
+            window_ms=self._window_ms,
+            detected_at_ms=at_ms,
+            evidence={
+                "routes": [name],
+                "known_routes": list(memory["e"]),
+                "ips": [event.client_ip],
+                "services": [event.service],
+                "outcomes": [event.outcome.value],
+            },
+            message=message,
+        )

@@ -1,0 +1,26 @@
+"""How many weeks a key was active in each of the 168 hours of the week: 2 bits per hour, 56 characters."""
+
+from __future__ import annotations
+
+from stream_processors.detectors.event_time import WEEK_HOURS
+from stream_processors.detectors.levels import ALPHABET
+
+MAX_WEEKS = 3
+"""Counts saturate here: 'seen in three or more weeks' is as normal as it gets."""
+EMPTY = ALPHABET[0] * (WEEK_HOURS // 3)
+_INDEX = {char: index for index, char in enumerate(ALPHABET)}
+
+
+def read_counts(text: str) -> list[int]:
+    """168 counts (0..3), hour 0 = Monday 00:00 UTC."""
+    counts: list[int] = []
+    for char in text:
+        value = _INDEX[char]
+        counts.extend((value & 3, (value >> 2) & 3, value >> 4))
+    return counts
+
+
+def write_counts(counts: list[int]) -> str:
+    return "".join(
+        ALPHABET[counts[i] | counts[i + 1] << 2 | counts[i + 2] << 4] for i in range(0, WEEK_HOURS, 3)
+    )
