@@ -1,0 +1,33 @@
+"""`keytrail serve`: the HTTP API, the ingest endpoint and the dashboard in one process."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlparse
+
+import typer
+
+from console.settings import get_settings
+
+_DEFAULT = urlparse(get_settings().api_url)
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option(help="address to listen on (from KEYTRAIL_API_URL)")
+    ] = _DEFAULT.hostname or "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="port to listen on (from KEYTRAIL_API_URL)")
+    ] = _DEFAULT.port or 8477,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="LOCAL DEVELOPMENT ONLY: every request acts as an admin")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the console (API, ingest, dashboard); in the embedded default it owns chDB and the key store."""
+    import uvicorn
+
+    from console.api import create_app
+
+    app = create_app(get_settings(), no_auth=no_auth)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
