@@ -50,8 +50,9 @@ CREATE TABLE IF NOT EXISTS key_usage_minute
     revision        UInt64 COMMENT 'events counted so far in this minute; the highest revision wins'
 )
 ENGINE = ReplacingMergeTree(revision)
-PARTITION BY toYYYYMM(minute)
+PARTITION BY toDate(minute)
 ORDER BY (key_id, minute)
+TTL minute + INTERVAL 400 DAY
 COMMENT 'Per key and minute of event time; rows are full values, re-sent when a late event lands';
 
 CREATE TABLE IF NOT EXISTS key_last_used
