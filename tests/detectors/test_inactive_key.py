@@ -1,0 +1,41 @@
+"""Use of a revoked, expired or disabled key: always reported, once per key and hour."""
+
+from datetime import timedelta
+
+from schemas.signals import Severity, SignalKind
+from schemas.usage import Outcome
+from stream_processors.detectors import InactiveKeyDetector
+from tests.detectors.scenarios import START, event, run, steady
+
+
+def test_first_use_of_a_revoked_key_is_critical_even_for_a_brand_new_key():
+    signals, _ = run([InactiveKeyDetector()], [event("key_rev", START, ip="203.0.113.7", outcome=Outcome.REVOKED,
+                                                     status=401, route="/v1/admin/users")])
+    (signal,) = signals
+    assert signal.kind is SignalKind.USE_OF_INACTIVE_KEY and signal.severity is Severity.CRITICAL
+    assert signal.evidence["ips"] == ["203.0.113.7"] and signal.evidence["routes"] == ["GET /v1/admin/users"]
+    assert signal.evidence["outcomes"] == ["revoked"]
+    assert "key_rev" in signal.message and "203.0.113.7" in signal.message and "revoked" in signal.message
+    assert signal.detected_at == START
+
+
+def test_expired_and_disabled_keys_are_high():
+    signals, _ = run([InactiveKeyDetector()], [
+        event("key_exp", START, outcome=Outcome.EXPIRED),
+        event("key_dis", START, outcome=Outcome.DISABLED),
+    ])
+    assert {(s.key_id, s.severity) for s in signals} == {("key_exp", Severity.HIGH), ("key_dis", Severity.HIGH)}
+
+
+def test_many_attempts_in_one_hour_give_one_signal_and_the_next_hour_another():
+    attempts = [event("key_rev", START + timedelta(minutes=m), outcome=Outcome.REVOKED) for m in range(0, 120, 2)]
+    signals, _ = run([InactiveKeyDetector()], attempts, batch_size=7)
+    assert [s.window_start for s in signals] == [START, START + timedelta(hours=1)]
+    assert len({s.signal_id for s in signals}) == 2
+
+
+def test_ok_traffic_and_other_refusals_never_fire_and_leave_no_memory():
+    events = steady("key_ok", days=1) + [event("key_ok", START + timedelta(hours=2), outcome=Outcome.DENIED)]
+    signals, states = run([InactiveKeyDetector()], events)
+    assert signals == []
+    assert "use_of_inactive_key" not in states["key_ok"].detector_state
