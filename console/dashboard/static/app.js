@@ -192,8 +192,8 @@ async function loadKeys() {
       <td class="mono">${esc(k.masked_key)}</td>
       <td>${esc(k.project_id)}</td>
       <td>${status(k.status)}</td>
-      <td title="${esc(when(k.created_at))}">${esc(day(k.created_at))}</td>
-      <td data-testid="last-used" title="${esc(when(k.last_used_at))}${k.last_used_ip ? " from " + esc(k.last_used_ip) : ""}">${esc(ago(k.last_used_at))}</td>
+      <td class="nowrap" title="${esc(when(k.created_at))}">${esc(day(k.created_at))}</td>
+      <td class="nowrap" data-testid="last-used" title="${esc(when(k.last_used_at))}${k.last_used_ip ? " from " + esc(k.last_used_ip) : ""}">${esc(ago(k.last_used_at))}</td>
       <td>${expiry(k)}</td>
       <td class="actions">${keyActions(k)}</td>
     </tr>`).join("");
