@@ -162,6 +162,13 @@ class KeyStore:
         owns_engine: bool = False,
     ) -> None:
         self._engine = engine
+        # Single-statement reads skip BEGIN/ROLLBACK: on Postgres that saves round trips per
+        # uncached verify (SQLite reads are already in autocommit, see keystore.engine).
+        self._reader: Engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
         self._hasher = hasher
         self._env = env
         self._sink = lifecycle_sink
@@ -273,7 +280,7 @@ class KeyStore:
     def get(self, key_id: str, *, caller: Caller | None = None) -> KeyRecord:
         """One key's public record."""
         caller = caller or Caller.system()
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             row = connection.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
         if row is None:
             raise KeyNotFound(key_id)
@@ -286,7 +293,7 @@ class KeyStore:
         filters = filters or KeyFilter()
         visible_project = caller.check_project_read(filters.project_id)
         query = filters.ordered(select(api_keys).where(*filters.conditions(self._clock(), visible_project)))
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             return [record_from_row(row) for row in connection.execute(query)]
 
     def lifecycle_events(self, key_id: str, *, caller: Caller | None = None) -> list[KeyLifecycleEvent]:
@@ -297,7 +304,7 @@ class KeyStore:
             .where(key_lifecycle_events.c.key_id == key_id)
             .order_by(key_lifecycle_events.c.sequence)
         )
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             rows = connection.execute(query).all()
         if not rows:
             raise KeyNotFound(key_id)
@@ -583,7 +590,7 @@ class KeyStore:
             & api_keys.c.rotated_to.is_not(None)
             & (api_keys.c.grace_until <= now),
         )
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             candidates = [row.id for row in connection.execute(select(api_keys.c.id).where(due))]
         expired: list[str] = []
         grace_ended: list[str] = []
@@ -651,7 +658,7 @@ class KeyStore:
 
     def _lookup(self, digest: bytes) -> VerifiableKey | None:
         presented_hash = digest.hex()
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             row = connection.execute(_VERIFY_QUERY, {"key_hash": presented_hash}).first()
         if row is None or not secrets.compare_digest(row.key_hash, presented_hash):
             return None
@@ -732,7 +739,7 @@ class KeyStore:
             .order_by(key_lifecycle_events.c.sequence)
             .limit(limit)
         )
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             pending = [
                 KeyLifecycleEvent.model_validate_json(row.payload) for row in connection.execute(query)
             ]

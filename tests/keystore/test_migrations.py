@@ -49,3 +49,29 @@ def test_an_unsupported_backend_is_refused_with_the_supported_urls():
 
     with pytest.raises(UnsupportedStoreUrl, match="sqlite:///PATH or postgresql://"):
         create_store_engine("mysql://u@h/db")
+
+
+def test_a_store_created_at_the_first_revision_upgrades_and_keeps_its_events(store_url, sink, project):
+    from keystore import KeyStore
+    from tests.keystore.conftest import SECRET
+
+    migrations.upgrade(store_url, revision="0001")
+    engine = create_store_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO key_lifecycle_events (event_id, occurred_at, key_id, project_id, action, payload) "
+                "VALUES ('00000000-0000-0000-0000-000000000001', '2026-01-01 00:00:00', 'key_old', 'p', 'created', '{}')"
+            )
+    finally:
+        engine.dispose()
+    with KeyStore.open(store_url, SECRET, lifecycle_sink=sink) as store:  # upgrades to head
+        record, _ = store.create_key("k", project)
+        rotation = store.rotate(record.id)
+        assert [event.action for event in store.lifecycle_events(record.id)] == ["created", "rotated"]
+        assert store.lifecycle_events(rotation.successor.id)[0].action == "created"
+        with store.engine.connect() as connection:
+            kept = connection.exec_driver_sql(
+                "SELECT key_id FROM key_lifecycle_events ORDER BY sequence"
+            ).first()
+        assert kept[0] == "key_old"

@@ -56,14 +56,7 @@ def upgrade() -> None:
 
     op.create_table(
         "key_lifecycle_events",
-        sa.Column(
-            "sequence",
-            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-            comment="write order; orders events that share a timestamp",
-        ),
-        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("event_id", sa.String(36), primary_key=True),
         sa.Column("occurred_at", UtcDateTime, nullable=False),
         sa.Column("key_id", sa.String(64), nullable=False),
         sa.Column("project_id", sa.String(64), nullable=False),
@@ -71,8 +64,7 @@ def upgrade() -> None:
         sa.Column("payload", sa.Text, nullable=False, comment="KeyLifecycleEvent JSON, exactly as published"),
         sa.Column("published_at", UtcDateTime, nullable=True, comment="null = not yet handed to the sink"),
     )
-    op.create_index("ix_key_lifecycle_events_event_id", "key_lifecycle_events", ["event_id"], unique=True)
-    op.create_index("ix_key_lifecycle_events_key_id", "key_lifecycle_events", ["key_id", "sequence"])
+    op.create_index("ix_key_lifecycle_events_key_id", "key_lifecycle_events", ["key_id", "occurred_at"])
     op.create_index("ix_key_lifecycle_events_published_at", "key_lifecycle_events", ["published_at"])
 
 
