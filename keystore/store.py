@@ -495,6 +495,8 @@ class KeyStore:
                 raise KeyAlreadyRotated(key_id, row.rotated_to)
             if row.status != KeyStatus.ACTIVE:
                 raise KeyStateConflict(f"key {key_id!r} is {row.status}; only active keys can be rotated")
+            if row.expires_at is not None and row.expires_at <= now:
+                raise KeyStateConflict(f"key {key_id!r} has expired; renew it first, then rotate")
             if expires_in is None and expires_at is None:
                 successor_expiry = row.expires_at
             else:

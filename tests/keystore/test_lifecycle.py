@@ -189,6 +189,14 @@ def test_rotating_twice_is_refused_and_names_the_successor(store, project):
     assert store.rotate(rotation.successor.id).successor.rotated_from == rotation.successor.id
 
 
+def test_a_key_past_its_expiry_cannot_be_rotated_even_before_the_sweep(store, clock, project):
+    record, _ = store.create_key("k", project, expires_in="1h")
+    clock.advance(hours=2)
+    with pytest.raises(KeyStateConflict, match="renew it first"):
+        store.rotate(record.id)
+    assert store.list_keys(KeyFilter(project_id=project)) == [store.get(record.id)]  # no successor
+
+
 def test_rotation_without_grace_revokes_the_old_key_at_once(store, project):
     record, secret = store.create_key("k", project)
     rotation = store.rotate(record.id, grace="0")
