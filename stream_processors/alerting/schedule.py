@@ -72,7 +72,8 @@ def register_faust_timer(app: Any, scanner: Any, interval: float) -> Callable[[]
     """Run `scanner.scan()` (an AlertEngine or anything with `.scan()`) every `interval` seconds in a Faust app.
 
     Uses `@app.timer(interval, on_leader=True)` so one worker of the group scans, not every one.
-    The blocking scan runs in a thread so the event loop keeps consuming.
+    The blocking scan runs in a thread so the event loop keeps consuming. Returns the one-shot
+    coroutine function the timer calls (handy for tests and for a manual `await`).
     """
 
     async def keytrail_alert_scan() -> None:
@@ -81,4 +82,5 @@ def register_faust_timer(app: Any, scanner: Any, interval: float) -> Callable[[]
         except Exception:
             log.exception("alert scan failed")
 
-    return app.timer(interval, on_leader=True)(keytrail_alert_scan)
+    app.timer(interval, on_leader=True, name="keytrail_alert_scan")(keytrail_alert_scan)
+    return keytrail_alert_scan
