@@ -30,7 +30,7 @@ from keystore.key_fields import (
     clean_quota,
     clean_scopes,
 )
-from keystore.key_format import BASE62_ALPHABET, checksum_holds, generate_key, parse_key
+from keystore.key_format import BASE62_ALPHABET, ENV_PATTERN, checksum_holds, generate_key, parse_key
 from keystore.lifecycle_sinks import LifecycleSink
 from keystore.listing import KeyFilter, KeySort
 from keystore.tables import UtcDateTime, api_keys, key_lifecycle_events
@@ -161,6 +161,10 @@ class KeyStore:
         cache: VerificationCache | None = None,
         owns_engine: bool = False,
     ) -> None:
+        if not ENV_PATTERN.match(env):
+            raise ValueError(
+                f"key env {env[:20]!r} is invalid; set KEYTRAIL_KEY_ENV to 1-10 lowercase letters/digits"
+            )
         self._engine = engine
         # Single-statement reads skip BEGIN/ROLLBACK: on Postgres that saves round trips per
         # uncached verify (SQLite reads are already in autocommit, see keystore.engine).

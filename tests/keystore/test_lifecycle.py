@@ -305,3 +305,11 @@ def test_get_of_an_unknown_key_raises_key_not_found(store):
     with pytest.raises(KeyNotFound) as missing:
         store.get("key_doesnotexist")
     assert missing.value.code == "key_not_found"
+
+
+def test_keys_carry_the_configured_env(open_store, sqlite_url, project):
+    store = open_store(sqlite_url, env="test")
+    record, secret = store.create_key("k", project)
+    assert secret.startswith("kt_test_") and record.display_prefix == "kt_test_"
+    with pytest.raises(ValueError, match="KEYTRAIL_KEY_ENV"):
+        open_store(sqlite_url, env="Prod!")
