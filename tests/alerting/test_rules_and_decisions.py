@@ -152,3 +152,18 @@ def test_auto_actions_are_off_by_default_and_carry_a_reason_when_on():
     rules = AlertRules(auto_disable_idle_days=180)
     _f, _c, disable = scan_keys([key_record("old", last_used_days_ago=181), key_record("recent")], {}, NOW, rules)
     assert [d.key_id for d in disable] == ["old"] and "idle beyond 180 days" in disable[0].reason
+
+
+def test_the_documented_example_rules_file_loads():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "alert-rules.example.yaml"
+    rules = load_alert_rules(path)
+    assert [c.name for c in rules.all_channels()] == ["oncall", "security-slack"]
+    assert rules.idle_days == 90 and not rules.auto_disable_on_critical
+
+
+def test_decisions_are_deterministic_given_now():
+    keys = [key_record("idle", last_used_days_ago=120), key_record("never", last_used_days_ago=None)]
+    runs = [decide({}, *scan_keys(keys, {}, NOW, RULES)[:2], NOW, RULES).changed for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) == 2
