@@ -22,16 +22,25 @@ from stream_processors.alerting.engine import AlertEngine
 from stream_processors.alerting.model import Alert, AlertStatus
 from stream_processors.alerting.store import ClickHouseAlertStore
 
-alerts_app = typer.Typer(help="Alerts on idle, never-used, anomalous, expiring and revoked-but-used keys.",
-                         no_args_is_help=True)
+alerts_app = typer.Typer(
+    help="Alerts on idle, never-used, anomalous, expiring and revoked-but-used keys.", no_args_is_help=True
+)
 out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-ActorOption = Annotated[str | None, typer.Option(help="who is acting, for the alert record [default: cli:$USER]")]
+ActorOption = Annotated[
+    str | None, typer.Option(help="who is acting, for the alert record [default: cli:$USER]")
+]
 
-_SEVERITY_STYLE = {"info": "dim", "low": "cyan", "medium": "yellow", "high": "bold orange1", "critical": "bold red"}
+_SEVERITY_STYLE = {
+    "info": "dim",
+    "low": "cyan",
+    "medium": "yellow",
+    "high": "bold orange1",
+    "critical": "bold red",
+}
 
 
 def _default_actor() -> str:
@@ -51,8 +60,10 @@ def opened_engine() -> Iterator[AlertEngine]:
         err.print(f"[red]error:[/] cannot open ClickHouse at {settings.clickhouse_url}: {exc}")
         raise typer.Exit(1) from None
     except Exception as exc:  # chDB refuses a data directory another process owns
-        err.print(f"[red]error:[/] cannot open {settings.clickhouse_url} ({exc}); "
-                  "if `keytrail serve` is running it owns the embedded data directory")
+        err.print(
+            f"[red]error:[/] cannot open {settings.clickhouse_url} ({exc}); "
+            "if `keytrail serve` is running it owns the embedded data directory"
+        )
         raise typer.Exit(1) from None
     try:
         migrate(backend)
@@ -79,14 +90,32 @@ def _when(value: Any) -> str:
 
 def _table(alerts: list[Alert]) -> Table:
     table = Table(title=f"{len(alerts)} alert(s)")
-    for column in ("alert", "status", "severity", "rule", "key", "project", "opened", "last seen", "seen", "message"):
+    for column in (
+        "alert",
+        "status",
+        "severity",
+        "rule",
+        "key",
+        "project",
+        "opened",
+        "last seen",
+        "seen",
+        "message",
+    ):
         table.add_column(column, overflow="fold" if column == "message" else "ellipsis")
     for alert in alerts:
         severity = alert.severity.value
         table.add_row(
-            alert.alert_id, alert.status.value, f"[{_SEVERITY_STYLE.get(severity, '')}]{severity}[/]", alert.rule,
-            alert.key_id, alert.project_id, _when(alert.opened_at), _when(alert.last_seen_at),
-            str(alert.occurrences), alert.message[:160],
+            alert.alert_id,
+            alert.status.value,
+            f"[{_SEVERITY_STYLE.get(severity, '')}]{severity}[/]",
+            alert.rule,
+            alert.key_id,
+            alert.project_id,
+            _when(alert.opened_at),
+            _when(alert.last_seen_at),
+            str(alert.occurrences),
+            alert.message[:160],
         )
     return table
 
@@ -94,7 +123,9 @@ def _table(alerts: list[Alert]) -> Table:
 @alerts_app.command("list")
 @one_line_errors
 def list_alerts(
-    status: Annotated[AlertStatus | None, typer.Option(help="open, acknowledged or resolved [default: all]")] = None,
+    status: Annotated[
+        AlertStatus | None, typer.Option(help="open, acknowledged or resolved [default: all]")
+    ] = None,
     key: Annotated[str | None, typer.Option("--key", help="only this key id")] = None,
     project: Annotated[str | None, typer.Option("--project", help="only this project")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 200,

@@ -41,13 +41,15 @@ def consume_signals(
 
     from schemas.topics import Topics
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": group_id,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        **(consumer_config or {}),
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            **(consumer_config or {}),
+        }
+    )
     consumer.subscribe([topic or Topics.SIGNALS.value])
     engine.start()
     try:
@@ -61,8 +63,13 @@ def consume_signals(
                 try:
                     signals.append(Signal.model_validate_json(message.value()))
                 except ValidationError as exc:
-                    log.error("skipping malformed signal at %s[%s]@%s: %s",
-                              message.topic(), message.partition(), message.offset(), exc.errors()[:1])
+                    log.error(
+                        "skipping malformed signal at %s[%s]@%s: %s",
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                        exc.errors()[:1],
+                    )
             if signals:
                 engine.handle_signals(signals)
             if messages:

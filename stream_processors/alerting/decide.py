@@ -44,7 +44,9 @@ def findings_from_signals(signals: Iterable[Signal], rules: AlertRules) -> list[
         rule_name, severity = rule
         evidence = {name: list(values) for name, values in signal.evidence.items()}
         evidence["seen_at"] = [format_utc_millis(signal.detected_at)]
-        evidence["window"] = [f"{format_utc_millis(signal.window_start)}/{format_utc_millis(signal.window_end)}"]
+        evidence["window"] = [
+            f"{format_utc_millis(signal.window_start)}/{format_utc_millis(signal.window_end)}"
+        ]
         found.append(
             Finding(
                 rule=rule_name,
@@ -85,8 +87,13 @@ def _rule_for_signal(signal: Signal, rules: AlertRules) -> tuple[str, Severity] 
     return None
 
 
-_NON_ANOMALY = {SignalKind.USE_OF_INACTIVE_KEY, SignalKind.IDLE, SignalKind.NEVER_USED,
-                SignalKind.EXPIRING_SOON, SignalKind.QUOTA}
+_NON_ANOMALY = {
+    SignalKind.USE_OF_INACTIVE_KEY,
+    SignalKind.IDLE,
+    SignalKind.NEVER_USED,
+    SignalKind.EXPIRING_SOON,
+    SignalKind.QUOTA,
+}
 
 
 def auto_actions_for_signals(signals: Iterable[Signal], rules: AlertRules) -> list[DisableKey]:
@@ -126,11 +133,13 @@ def scan_keys(
             since = key.last_used_at or key.created_at
             if now - since > timedelta(days=rules.auto_disable_idle_days):
                 what = "last used" if key.last_used_at else "created and never used"
-                disable.append(DisableKey(
-                    key.id,
-                    f"auto-disabled by KeyTrail alerting: idle beyond {rules.auto_disable_idle_days} days "
-                    f"({what} {format_utc_millis(since)})",
-                ))
+                disable.append(
+                    DisableKey(
+                        key.id,
+                        f"auto-disabled by KeyTrail alerting: idle beyond {rules.auto_disable_idle_days} days "
+                        f"({what} {format_utc_millis(since)})",
+                    )
+                )
     return findings, clears, disable
 
 
@@ -143,16 +152,24 @@ def _idle(key, now, rules, active, origin, findings, clears) -> None:  # noqa: A
         return
     if active and key.last_used_at is not None and now - key.last_used_at > timedelta(days=rules.idle_days):
         idle_for = _days(now - key.last_used_at)
-        findings.append(Finding(
-            IDLE, key.id, key.project_id, Severity.LOW,
-            f"Key {key.id} ({key.name}) has not been used for {idle_for} days (last used "
-            f"{format_utc_millis(key.last_used_at)} from {key.last_used_ip or 'unknown IP'}); the threshold is "
-            f"{rules.idle_days} days. An unused key is attack surface: revoke it if nobody needs it.",
-            now,
-            {"last_used_at": [format_utc_millis(key.last_used_at)], "ips": [key.last_used_ip] if key.last_used_ip else [],
-             "idle_days": [str(idle_for)]},
-            origin=origin,
-        ))
+        findings.append(
+            Finding(
+                IDLE,
+                key.id,
+                key.project_id,
+                Severity.LOW,
+                f"Key {key.id} ({key.name}) has not been used for {idle_for} days (last used "
+                f"{format_utc_millis(key.last_used_at)} from {key.last_used_ip or 'unknown IP'}); the threshold is "
+                f"{rules.idle_days} days. An unused key is attack surface: revoke it if nobody needs it.",
+                now,
+                {
+                    "last_used_at": [format_utc_millis(key.last_used_at)],
+                    "ips": [key.last_used_ip] if key.last_used_ip else [],
+                    "idle_days": [str(idle_for)],
+                },
+                origin=origin,
+            )
+        )
     else:
         reason = "key was used again" if active else f"key is {key.status}"
         clears.append(Clear(IDLE, key.id, reason))
@@ -163,14 +180,19 @@ def _never_used(key, now, rules, active, origin, findings, clears) -> None:  # n
         return
     if active and key.last_used_at is None and now - key.created_at > timedelta(days=rules.never_used_days):
         age = _days(now - key.created_at)
-        findings.append(Finding(
-            NEVER_USED, key.id, key.project_id, Severity.LOW,
-            f"Key {key.id} ({key.name}) was created {age} days ago ({format_utc_millis(key.created_at)}) and has "
-            f"never been used; the threshold is {rules.never_used_days} days. Revoke it if it is not needed.",
-            now,
-            {"created_at": [format_utc_millis(key.created_at)], "age_days": [str(age)]},
-            origin=origin,
-        ))
+        findings.append(
+            Finding(
+                NEVER_USED,
+                key.id,
+                key.project_id,
+                Severity.LOW,
+                f"Key {key.id} ({key.name}) was created {age} days ago ({format_utc_millis(key.created_at)}) and has "
+                f"never been used; the threshold is {rules.never_used_days} days. Revoke it if it is not needed.",
+                now,
+                {"created_at": [format_utc_millis(key.created_at)], "age_days": [str(age)]},
+                origin=origin,
+            )
+        )
     else:
         reason = "key was used" if key.last_used_at is not None else f"key is {key.status}"
         clears.append(Clear(NEVER_USED, key.id, reason))
@@ -182,15 +204,20 @@ def _expiring(key, now, rules, active, origin, findings, clears) -> None:  # noq
     limit = now + timedelta(days=rules.expiring_within_days)
     if active and key.expires_at is not None and now < key.expires_at <= limit:
         left = key.expires_at - now
-        findings.append(Finding(
-            EXPIRING_SOON, key.id, key.project_id, Severity.MEDIUM,
-            f"Key {key.id} ({key.name}) expires at {format_utc_millis(key.expires_at)} (in {_days(left)} days "
-            f"{int(left.total_seconds() // 3600) % 24} hours). Renew it (`keytrail keys renew {key.id}`) or "
-            "rotate callers to a new key before then.",
-            now,
-            {"expires_at": [format_utc_millis(key.expires_at)]},
-            origin=origin,
-        ))
+        findings.append(
+            Finding(
+                EXPIRING_SOON,
+                key.id,
+                key.project_id,
+                Severity.MEDIUM,
+                f"Key {key.id} ({key.name}) expires at {format_utc_millis(key.expires_at)} (in {_days(left)} days "
+                f"{int(left.total_seconds() // 3600) % 24} hours). Renew it (`keytrail keys renew {key.id}`) or "
+                "rotate callers to a new key before then.",
+                now,
+                {"expires_at": [format_utc_millis(key.expires_at)]},
+                origin=origin,
+            )
+        )
     else:
         if key.expires_at is None or key.expires_at > limit:
             reason = "key was renewed" if key.expires_at is not None else "key no longer expires"
@@ -207,14 +234,19 @@ def _quota(key, used, now, rules, active, origin, findings, clears) -> None:  # 
         rule = quota_rule(percent)
         if active and quota and used * 100 >= quota * percent:
             severity = Severity.HIGH if percent >= 100 else Severity.MEDIUM
-            findings.append(Finding(
-                rule, key.id, key.project_id, severity,
-                f"Key {key.id} ({key.name}) made {used} requests today (UTC), {100 * used / quota:.0f} % of its "
-                f"quota of {quota} per day (threshold {percent} %).",
-                now,
-                {"requests_today": [str(used)], "quota": [str(quota)], "day": [now.date().isoformat()]},
-                origin=f"{now.date().isoformat()}|{percent}",
-            ))
+            findings.append(
+                Finding(
+                    rule,
+                    key.id,
+                    key.project_id,
+                    severity,
+                    f"Key {key.id} ({key.name}) made {used} requests today (UTC), {100 * used / quota:.0f} % of its "
+                    f"quota of {quota} per day (threshold {percent} %).",
+                    now,
+                    {"requests_today": [str(used)], "quota": [str(quota)], "day": [now.date().isoformat()]},
+                    origin=f"{now.date().isoformat()}|{percent}",
+                )
+            )
         else:
             reason = "daily usage is below the threshold" if quota else "key has no quota"
             clears.append(Clear(rule, key.id, reason))
@@ -330,12 +362,18 @@ def _merged(old: Mapping[str, list[str]], new: Mapping[str, list[str]]) -> dict[
 def acknowledge(alert: Alert, actor: str, now: datetime) -> Alert:
     """Someone is on it: no more reminders (an escalation reopens it)."""
     if alert.status is not AlertStatus.OPEN:
-        raise AlertStateConflict(f"alert {alert.alert_id} is {alert.status}; only open alerts can be acknowledged")
+        raise AlertStateConflict(
+            f"alert {alert.alert_id} is {alert.status}; only open alerts can be acknowledged"
+        )
     now = to_utc_millis(now)
-    return alert.model_copy(update={
-        "status": AlertStatus.ACKNOWLEDGED, "acknowledged_at": now, "acknowledged_by": actor,
-        "updated_at": alert.next_updated_at(now),
-    })
+    return alert.model_copy(
+        update={
+            "status": AlertStatus.ACKNOWLEDGED,
+            "acknowledged_at": now,
+            "acknowledged_by": actor,
+            "updated_at": alert.next_updated_at(now),
+        }
+    )
 
 
 def resolve(alert: Alert, actor: str, now: datetime, reason: str = "") -> Alert:
@@ -343,10 +381,15 @@ def resolve(alert: Alert, actor: str, now: datetime, reason: str = "") -> Alert:
     if alert.status is AlertStatus.RESOLVED:
         raise AlertStateConflict(f"alert {alert.alert_id} is already resolved")
     now = to_utc_millis(now)
-    return alert.model_copy(update={
-        "status": AlertStatus.RESOLVED, "resolved_at": now, "resolved_by": actor,
-        "resolution": reason or f"resolved by {actor}", "updated_at": alert.next_updated_at(now),
-    })
+    return alert.model_copy(
+        update={
+            "status": AlertStatus.RESOLVED,
+            "resolved_at": now,
+            "resolved_by": actor,
+            "resolution": reason or f"resolved by {actor}",
+            "updated_at": alert.next_updated_at(now),
+        }
+    )
 
 
 class AlertStateConflict(ValueError):

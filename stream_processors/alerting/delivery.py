@@ -38,7 +38,9 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def verify_signature(secret: bytes, header: str, body: bytes, *, now: float | None = None, tolerance_s: int = 300) -> bool:
+def verify_signature(
+    secret: bytes, header: str, body: bytes, *, now: float | None = None, tolerance_s: int = 300
+) -> bool:
     """What a receiver does: recompute, compare in constant time, refuse stale timestamps (replays)."""
     try:
         parts = dict(item.split("=", 1) for item in header.split(","))
@@ -62,8 +64,13 @@ def webhook_body(alert: Alert, reason: str, delivery_id: str) -> dict:
     }
 
 
-_SEVERITY_EMOJI = {"info": ":information_source:", "low": ":large_blue_circle:", "medium": ":large_yellow_circle:",
-                   "high": ":large_orange_circle:", "critical": ":red_circle:"}
+_SEVERITY_EMOJI = {
+    "info": ":information_source:",
+    "low": ":large_blue_circle:",
+    "medium": ":large_yellow_circle:",
+    "high": ":large_orange_circle:",
+    "critical": ":red_circle:",
+}
 
 
 def slack_body(alert: Alert, reason: str, delivery_id: str) -> dict:
@@ -75,7 +82,9 @@ def slack_body(alert: Alert, reason: str, delivery_id: str) -> dict:
         {"type": "mrkdwn", "text": f"*Opened*\n{format_utc_millis(alert.opened_at)}"},
         {"type": "mrkdwn", "text": f"*Alert*\n`{alert.alert_id}`"},
     ]
-    evidence = "\n".join(f"• *{name}*: {', '.join(values[:5])}" for name, values in alert.evidence.items() if values)
+    evidence = "\n".join(
+        f"• *{name}*: {', '.join(values[:5])}" for name, values in alert.evidence.items() if values
+    )
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": alert.message[:2900] or alert.rule}},
@@ -83,8 +92,14 @@ def slack_body(alert: Alert, reason: str, delivery_id: str) -> dict:
     ]
     if evidence:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": evidence[:2900]}})
-    blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": f"delivery {delivery_id} · `keytrail alerts ack {alert.alert_id}`"}]})
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {"type": "mrkdwn", "text": f"delivery {delivery_id} · `keytrail alerts ack {alert.alert_id}`"}
+            ],
+        }
+    )
     return {"text": f"{title}: {alert.message}"[:3000], "blocks": blocks}
 
 
@@ -116,7 +131,9 @@ class WebhookSender:
         self._clock = clock
         self._client = httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=False)
 
-    def send(self, channel: Channel, delivery_id: str, body: bytes, event: str, attempts_before: int = 0) -> SendResult:
+    def send(
+        self, channel: Channel, delivery_id: str, body: bytes, event: str, attempts_before: int = 0
+    ) -> SendResult:
         attempts = attempts_before
         delay = self.backoff_s
         error = ""
@@ -125,20 +142,34 @@ class WebhookSender:
                 self._sleep(min(delay, self.max_backoff_s))
                 delay *= 2
             attempts += 1
-            headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery_id, EVENT_HEADER: event,
-                       "User-Agent": "keytrail-alerting/1"}
+            headers = {
+                "Content-Type": "application/json",
+                DELIVERY_HEADER: delivery_id,
+                EVENT_HEADER: event,
+                "User-Agent": "keytrail-alerting/1",
+            }
             if channel.secret is not None:
-                headers[SIGNATURE_HEADER] = sign(channel.secret.get_secret_value().encode(), int(self._clock()), body)
+                headers[SIGNATURE_HEADER] = sign(
+                    channel.secret.get_secret_value().encode(), int(self._clock()), body
+                )
             try:
                 response = self._client.post(channel.url, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                log.warning("alert delivery %s to %s failed (attempt %d): %s", delivery_id, channel.name, attempts, error)
+                log.warning(
+                    "alert delivery %s to %s failed (attempt %d): %s",
+                    delivery_id,
+                    channel.name,
+                    attempts,
+                    error,
+                )
                 continue
             if response.is_success:
                 return SendResult(True, attempts)
             error = f"HTTP {response.status_code}: {response.text[:200]}"
-            log.warning("alert delivery %s to %s refused (attempt %d): %s", delivery_id, channel.name, attempts, error)
+            log.warning(
+                "alert delivery %s to %s refused (attempt %d): %s", delivery_id, channel.name, attempts, error
+            )
             if response.status_code != 429 and response.status_code < 500:
                 break
         return SendResult(False, attempts, error)
@@ -169,8 +200,10 @@ class AlertDispatcher:
     @classmethod
     def from_rules(cls, deliveries: DeliveryLog, rules: AlertRules, **kwargs) -> AlertDispatcher:  # noqa: ANN003
         sender = kwargs.pop("sender", None) or WebhookSender(
-            timeout_s=rules.delivery_timeout_seconds, max_attempts=rules.delivery_max_attempts,
-            backoff_s=rules.delivery_backoff_seconds, max_backoff_s=rules.delivery_max_backoff_seconds,
+            timeout_s=rules.delivery_timeout_seconds,
+            max_attempts=rules.delivery_max_attempts,
+            backoff_s=rules.delivery_backoff_seconds,
+            max_backoff_s=rules.delivery_max_backoff_seconds,
         )
         return cls(deliveries, rules.all_channels(), sender, **kwargs)
 
@@ -191,8 +224,15 @@ class AlertDispatcher:
                     continue
                 body = _RENDERERS[channel.format](alert, notification.reason, delivery_id)
                 delivery = Delivery(
-                    delivery_id=delivery_id, alert_id=alert.alert_id, channel=channel.name, round=alert.notify_round,
-                    state=DeliveryState.PENDING, attempts=0, last_error="", created_at=now, updated_at=now,
+                    delivery_id=delivery_id,
+                    alert_id=alert.alert_id,
+                    channel=channel.name,
+                    round=alert.notify_round,
+                    state=DeliveryState.PENDING,
+                    attempts=0,
+                    last_error="",
+                    created_at=now,
+                    updated_at=now,
                     payload=orjson.dumps(body).decode(),
                 )
                 self.deliveries.save(delivery)
@@ -206,14 +246,25 @@ class AlertDispatcher:
         for delivery in deliveries:
             channel = channels.get(delivery.channel)
             if channel is None:
-                updated = delivery.advanced(self._clock(), state=DeliveryState.FAILED,
-                                            last_error=f"channel {delivery.channel!r} is no longer configured")
-            else:
-                event = str(orjson.loads(delivery.payload).get("event", "alert")) if channel.format == "webhook" else "alert"
-                result = self.sender.send(channel, delivery.delivery_id, delivery.payload.encode(), event, delivery.attempts)
                 updated = delivery.advanced(
-                    self._clock(), state=DeliveryState.SENT if result.ok else DeliveryState.FAILED,
-                    attempts=result.attempts, last_error=result.error,
+                    self._clock(),
+                    state=DeliveryState.FAILED,
+                    last_error=f"channel {delivery.channel!r} is no longer configured",
+                )
+            else:
+                event = (
+                    str(orjson.loads(delivery.payload).get("event", "alert"))
+                    if channel.format == "webhook"
+                    else "alert"
+                )
+                result = self.sender.send(
+                    channel, delivery.delivery_id, delivery.payload.encode(), event, delivery.attempts
+                )
+                updated = delivery.advanced(
+                    self._clock(),
+                    state=DeliveryState.SENT if result.ok else DeliveryState.FAILED,
+                    attempts=result.attempts,
+                    last_error=result.error,
                 )
             self.deliveries.save(updated)
             done.append(updated)

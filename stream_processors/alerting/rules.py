@@ -78,29 +78,45 @@ class AlertRules(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KEYTRAIL_ALERT_", extra="forbid", frozen=True)
 
-    idle_days: int | None = Field(default=90, ge=1, description="alert when a used key has not been used for N days; null = off")
-    never_used_days: int | None = Field(default=30, ge=1, description="alert when a key is never used N days after creation")
-    expiring_within_days: int | None = Field(default=7, ge=0, description="alert when an active key expires within N days")
-    inactive_key_use: bool = Field(default=True, description="alert on any use of a revoked, expired or disabled key")
+    idle_days: int | None = Field(
+        default=90, ge=1, description="alert when a used key has not been used for N days; null = off"
+    )
+    never_used_days: int | None = Field(
+        default=30, ge=1, description="alert when a key is never used N days after creation"
+    )
+    expiring_within_days: int | None = Field(
+        default=7, ge=0, description="alert when an active key expires within N days"
+    )
+    inactive_key_use: bool = Field(
+        default=True, description="alert on any use of a revoked, expired or disabled key"
+    )
     inactive_key_severity: Severity = Severity.HIGH
-    quota_percents: list[int] = Field(default_factory=lambda: [80, 100], description="quota thresholds, percent of quota/day")
+    quota_percents: list[int] = Field(
+        default_factory=lambda: [80, 100], description="quota thresholds, percent of quota/day"
+    )
     anomaly_min_severity: dict[SignalKind, Severity] = Field(
         default_factory=lambda: dict(DEFAULT_ANOMALY_MIN_SEVERITY),
         description="per signal kind, the lowest severity that opens an alert; kinds not listed use anomaly_default_min_severity",
     )
     anomaly_default_min_severity: Severity = Severity.MEDIUM
-    cooldown_hours: float = Field(default=24.0, gt=0, description="re-notify an open, unacknowledged alert after this long")
+    cooldown_hours: float = Field(
+        default=24.0, gt=0, description="re-notify an open, unacknowledged alert after this long"
+    )
     channels: list[Channel] = Field(default_factory=list)
     webhook_url: str | None = Field(default=None, description="shorthand for one generic webhook channel")
     webhook_secret: SecretStr | None = None
     slack_webhook_url: str | None = Field(default=None, description="shorthand for one Slack channel")
     delivery_timeout_seconds: float = Field(default=5.0, gt=0)
     delivery_max_attempts: int = Field(default=5, ge=1)
-    delivery_backoff_seconds: float = Field(default=0.5, ge=0, description="first retry delay, doubled each attempt")
+    delivery_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="first retry delay, doubled each attempt"
+    )
     delivery_max_backoff_seconds: float = Field(default=60.0, ge=0)
     scan_interval_seconds: float = Field(default=300.0, gt=0)
     auto_disable_on_critical: bool = Field(default=False, description="disable a key on a critical signal")
-    auto_disable_idle_days: int | None = Field(default=None, ge=1, description="disable keys idle beyond N days; null = off")
+    auto_disable_idle_days: int | None = Field(
+        default=None, ge=1, description="disable keys idle beyond N days; null = off"
+    )
 
     @field_validator("quota_percents")
     @classmethod
@@ -131,7 +147,9 @@ class AlertRules(BaseSettings):
         """`channels` plus the shorthand webhook and Slack URLs."""
         found = list(self.channels)
         if self.webhook_url:
-            found.append(Channel(name="webhook", url=self.webhook_url, format="webhook", secret=self.webhook_secret))
+            found.append(
+                Channel(name="webhook", url=self.webhook_url, format="webhook", secret=self.webhook_secret)
+            )
         if self.slack_webhook_url:
             found.append(Channel(name="slack", url=self.slack_webhook_url, format="slack"))
         return found

@@ -14,7 +14,14 @@ log = logging.getLogger(__name__)
 class PeriodicScan:
     """Calls `job()` every `interval_s` seconds in a daemon thread until `stop()`; errors are logged, not fatal."""
 
-    def __init__(self, job: Callable[[], Any], interval_s: float, *, run_first: bool = True, name: str = "keytrail-alert-scan") -> None:
+    def __init__(
+        self,
+        job: Callable[[], Any],
+        interval_s: float,
+        *,
+        run_first: bool = True,
+        name: str = "keytrail-alert-scan",
+    ) -> None:
         self.job = job
         self.interval_s = interval_s
         self.run_first = run_first
@@ -54,7 +61,9 @@ class PeriodicScan:
         self.stop()
 
 
-async def run_periodically(job: Callable[[], Any], interval_s: float, *, stop: asyncio.Event | None = None) -> None:
+async def run_periodically(
+    job: Callable[[], Any], interval_s: float, *, stop: asyncio.Event | None = None
+) -> None:
     """The asyncio flavour (e.g. a task in the embedded server's lifespan); the blocking job runs in a thread."""
     stop = stop or asyncio.Event()
     while not stop.is_set():

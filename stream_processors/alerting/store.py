@@ -52,7 +52,8 @@ class InMemoryAlertStore:
     def active(self, key_ids: Collection[str] | None = None) -> dict[str, Alert]:
         with self._lock:
             return {
-                a.dedupe_key: a for a in self._alerts.values()
+                a.dedupe_key: a
+                for a in self._alerts.values()
                 if a.active and (key_ids is None or a.key_id in key_ids)
             }
 
@@ -68,7 +69,8 @@ class InMemoryAlertStore:
 
     def list(self, *, status=None, key_id=None, project_id=None, limit=200) -> list[Alert]:  # noqa: ANN001
         found = [
-            a for a in self._alerts.values()
+            a
+            for a in self._alerts.values()
             if (status is None or a.status == status)
             and (key_id is None or a.key_id == key_id)
             and (project_id is None or a.project_id == project_id)
@@ -89,7 +91,14 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-_ALERT_TIMES = ("opened_at", "updated_at", "resolved_at", "last_notified_at", "last_seen_at", "acknowledged_at")
+_ALERT_TIMES = (
+    "opened_at",
+    "updated_at",
+    "resolved_at",
+    "last_notified_at",
+    "last_seen_at",
+    "acknowledged_at",
+)
 
 
 def alert_row(alert: Alert) -> dict[str, Any]:
@@ -132,7 +141,8 @@ class ClickHouseAlertStore:
 
     def get(self, alert_id: str) -> Alert | None:
         rows = self.backend.query(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts FINAL WHERE alert_id = {{alert_id:String}}", {"alert_id": alert_id}
+            f"SELECT {_ALERT_COLUMNS} FROM alerts FINAL WHERE alert_id = {{alert_id:String}}",
+            {"alert_id": alert_id},
         )
         return alert_from_row(rows[0]) if rows else None
 
@@ -213,22 +223,33 @@ class InMemoryDeliveryLog:
         self._rows[delivery.delivery_id] = delivery
 
     def pending(self) -> list[Delivery]:
-        return sorted((d for d in self._rows.values() if d.state is DeliveryState.PENDING), key=lambda d: d.created_at)
+        return sorted(
+            (d for d in self._rows.values() if d.state is DeliveryState.PENDING), key=lambda d: d.created_at
+        )
 
     def list(self, alert_id: str | None = None) -> list[Delivery]:
         return sorted(
-            (d for d in self._rows.values() if alert_id is None or d.alert_id == alert_id), key=lambda d: d.created_at
+            (d for d in self._rows.values() if alert_id is None or d.alert_id == alert_id),
+            key=lambda d: d.created_at,
         )
 
 
-_DELIVERY_COLUMNS = "delivery_id, alert_id, channel, round, state, attempts, last_error, created_at, updated_at, payload"
+_DELIVERY_COLUMNS = (
+    "delivery_id, alert_id, channel, round, state, attempts, last_error, created_at, updated_at, payload"
+)
 
 
 def _delivery_from_row(row: dict[str, Any]) -> Delivery:
     return Delivery(
-        delivery_id=row["delivery_id"], alert_id=row["alert_id"], channel=row["channel"], round=int(row["round"]),
-        state=DeliveryState(row["state"]), attempts=int(row["attempts"]), last_error=row["last_error"],
-        created_at=_parse_time(row["created_at"]), updated_at=_parse_time(row["updated_at"]),  # type: ignore[arg-type]
+        delivery_id=row["delivery_id"],
+        alert_id=row["alert_id"],
+        channel=row["channel"],
+        round=int(row["round"]),
+        state=DeliveryState(row["state"]),
+        attempts=int(row["attempts"]),
+        last_error=row["last_error"],
+        created_at=_parse_time(row["created_at"]),
+        updated_at=_parse_time(row["updated_at"]),  # type: ignore[arg-type]
         payload=row["payload"],
     )
 
@@ -248,10 +269,16 @@ class ClickHouseDeliveryLog:
 
     def save(self, delivery: Delivery) -> None:
         row = {
-            "delivery_id": delivery.delivery_id, "alert_id": delivery.alert_id, "channel": delivery.channel,
-            "round": delivery.round, "state": delivery.state.value, "attempts": delivery.attempts,
-            "last_error": delivery.last_error[:2000], "created_at": _ch_time(delivery.created_at),
-            "updated_at": _ch_time(delivery.updated_at), "payload": delivery.payload,
+            "delivery_id": delivery.delivery_id,
+            "alert_id": delivery.alert_id,
+            "channel": delivery.channel,
+            "round": delivery.round,
+            "state": delivery.state.value,
+            "attempts": delivery.attempts,
+            "last_error": delivery.last_error[:2000],
+            "created_at": _ch_time(delivery.created_at),
+            "updated_at": _ch_time(delivery.updated_at),
+            "payload": delivery.payload,
         }
         self.backend.insert_json_rows("alert_deliveries", orjson.dumps(row))
 

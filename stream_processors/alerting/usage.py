@@ -32,11 +32,14 @@ class ClickHouseUsage:
         if not key_ids:
             return {}
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        rows = self.backend.query(self.SQL, {
-            "day_start": day_start.strftime("%Y-%m-%d %H:%M:%S"),
-            "day_end": (day_start + timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S"),
-            "key_ids": sorted(key_ids),
-        })
+        rows = self.backend.query(
+            self.SQL,
+            {
+                "day_start": day_start.strftime("%Y-%m-%d %H:%M:%S"),
+                "day_end": (day_start + timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S"),
+                "key_ids": sorted(key_ids),
+            },
+        )
         return {row["key_id"]: int(row["requests"]) for row in rows}
 
 

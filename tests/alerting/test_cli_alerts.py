@@ -30,7 +30,9 @@ def seeded(tmp_path, monkeypatch):
     try:
         migrate(backend)
         engine = AlertEngine(ClickHouseAlertStore(backend), clock=lambda: NOW)
-        report = engine.handle_signals([revoked_use_signal("key_a"), revoked_use_signal("key_b", project_id="proj_b")])
+        report = engine.handle_signals(
+            [revoked_use_signal("key_a"), revoked_use_signal("key_b", project_id="proj_b")]
+        )
     finally:
         backend.close()
     yield {a.key_id: a.alert_id for a in report.opened}
@@ -54,7 +56,9 @@ def test_list_ack_resolve(seeded):
     result = runner.invoke(alerts_app, ["resolve", alert_id, "--reason", "rotated", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["status"] == "resolved"
-    remaining = json.loads(runner.invoke(alerts_app, ["list", "--json", "--key", "key_a", "--status", "open"]).output)
+    remaining = json.loads(
+        runner.invoke(alerts_app, ["list", "--json", "--key", "key_a", "--status", "open"]).output
+    )
     assert remaining == []
 
 

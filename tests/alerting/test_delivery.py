@@ -73,8 +73,12 @@ def test_delivery_is_retried_after_the_receiver_fails_twice_and_the_log_counts_a
     sleeps: list[float] = []
     with http_receiver(fail_first=2) as receiver:
         deliveries = ClickHouseDeliveryLog(clickhouse)
-        engine = engine_on(ClickHouseAlertStore(clickhouse), deliveries, webhook_rules(receiver.url),
-                           sender=fast_sender(sleep=sleeps.append))
+        engine = engine_on(
+            ClickHouseAlertStore(clickhouse),
+            deliveries,
+            webhook_rules(receiver.url),
+            sender=fast_sender(sleep=sleeps.append),
+        )
         report = engine.handle_signals([revoked_use_signal()])
         engine.close()
 
@@ -88,8 +92,9 @@ def test_delivery_is_retried_after_the_receiver_fails_twice_and_the_log_counts_a
 def test_delivery_gives_up_after_max_attempts_and_records_the_last_error():
     with http_receiver(fail_first=100) as receiver:
         deliveries = InMemoryDeliveryLog()
-        engine = engine_on(InMemoryAlertStore(), deliveries, webhook_rules(receiver.url),
-                           sender=fast_sender(max_attempts=3))
+        engine = engine_on(
+            InMemoryAlertStore(), deliveries, webhook_rules(receiver.url), sender=fast_sender(max_attempts=3)
+        )
         engine.handle_signals([revoked_use_signal()])
         engine.close()
     (logged,) = deliveries.list()
@@ -111,8 +116,12 @@ def test_no_duplicate_notification_when_the_worker_restarts_mid_delivery(clickho
     signal = revoked_use_signal()
     with http_receiver() as receiver:
         rules = webhook_rules(receiver.url)
-        first = engine_on(ClickHouseAlertStore(clickhouse), ClickHouseDeliveryLog(clickhouse), rules,
-                          sender=CrashingSender(backoff_s=0.01))
+        first = engine_on(
+            ClickHouseAlertStore(clickhouse),
+            ClickHouseDeliveryLog(clickhouse),
+            rules,
+            sender=CrashingSender(backoff_s=0.01),
+        )
         with pytest.raises(WorkerCrash):
             first.handle_signals([signal])
         assert len(receiver.requests) == 1

@@ -47,8 +47,13 @@ def pipeline(tmp_path):
 
 
 def _engine(pipe, url, **rule_overrides):  # noqa: ANN001, ANN003
-    return build_alert_engine(pipe.clickhouse, pipe.keystore, webhook_rules(url, **rule_overrides),
-                              sender=fast_sender(), clock=pipe.clock)
+    return build_alert_engine(
+        pipe.clickhouse,
+        pipe.keystore,
+        webhook_rules(url, **rule_overrides),
+        sender=fast_sender(),
+        clock=pipe.clock,
+    )
 
 
 def _inactive_key_detector_present() -> bool:
@@ -58,15 +63,24 @@ def _inactive_key_detector_present() -> bool:
 def test_revoked_key_used_gives_exactly_one_alert_with_ip_time_and_route(pipeline):
     if not _inactive_key_detector_present():
         names = [getattr(d, "name", type(d).__name__) for d in default_detectors()]
-        pytest.skip(f"default_detectors() has no inactive-key detector yet (has {names}); "
-                    "test_revoked_key_signal_gives_one_alert_with_evidence covers the alerting side")
+        pytest.skip(
+            f"default_detectors() has no inactive-key detector yet (has {names}); "
+            "test_revoked_key_signal_gives_one_alert_with_evidence covers the alerting side"
+        )
     record, _secret = pipeline.keystore.create_key("billing", "proj_a")
     pipeline.clock.now = T0 + timedelta(days=1)
     pipeline.keystore.revoke(record.id, reason="leaked in a public repo")
     used_at = T0 + timedelta(days=1, hours=2)
     events = [
-        usage_event(record.id, at=used_at, seconds=s, outcome=Outcome.REVOKED, status=401,
-                    client_ip="203.0.113.7", route="/v1/invoices/{invoice_id}")
+        usage_event(
+            record.id,
+            at=used_at,
+            seconds=s,
+            outcome=Outcome.REVOKED,
+            status=401,
+            client_ip="203.0.113.7",
+            route="/v1/invoices/{invoice_id}",
+        )
         for s in (0, 5, 30)
     ]
     with http_receiver() as receiver:
@@ -115,8 +129,12 @@ def test_idle_key_gets_one_idle_alert_that_resolves_when_the_key_is_used(pipelin
         assert [(a.rule, a.key_id) for a in first.opened] == [("idle", record.id)]
         assert again.opened == [] and again.deliveries == []
 
-        result = pipeline.ingest([usage_event(record.id, at=day_91 + timedelta(hours=7), client_ip="10.9.8.7"),
-                                  usage_event(other.id, at=day_91 + timedelta(hours=7))])
+        result = pipeline.ingest(
+            [
+                usage_event(record.id, at=day_91 + timedelta(hours=7), client_ip="10.9.8.7"),
+                usage_event(other.id, at=day_91 + timedelta(hours=7)),
+            ]
+        )
         resolved = engine.handle_result(result, day_91 + timedelta(hours=7))
         after = engine.scan(day_91 + timedelta(hours=8))
         engine.close()
@@ -133,8 +151,12 @@ def test_quota_alerts_at_80_and_100_percent_from_clickhouse_usage(pipeline):
     record, _ = pipeline.keystore.create_key("metered", "proj_a", quota=10)
     day = T0 + timedelta(days=2)
     pipeline.ingest([usage_event(record.id, at=day, seconds=s) for s in range(8)])
-    engine = build_alert_engine(pipeline.clickhouse, pipeline.keystore, webhook_rules("http://127.0.0.1:9/none",
-                                never_used_days=None), sender=fast_sender(max_attempts=1))
+    engine = build_alert_engine(
+        pipeline.clickhouse,
+        pipeline.keystore,
+        webhook_rules("http://127.0.0.1:9/none", never_used_days=None),
+        sender=fast_sender(max_attempts=1),
+    )
     engine.dispatcher.channels = []
     assert [a.rule for a in engine.scan(day + timedelta(hours=1)).opened] == ["quota_80"]
     pipeline.ingest([usage_event(record.id, at=day + timedelta(minutes=5), seconds=s) for s in range(2)])
@@ -145,8 +167,11 @@ def test_quota_alerts_at_80_and_100_percent_from_clickhouse_usage(pipeline):
 
 def test_auto_disable_on_critical_signal_is_a_lifecycle_event_with_the_reason(pipeline):
     record, _ = pipeline.keystore.create_key("exposed", "proj_a")
-    engine = build_alert_engine(pipeline.clickhouse, pipeline.keystore,
-                                webhook_rules("http://127.0.0.1:9/none", auto_disable_on_critical=True))
+    engine = build_alert_engine(
+        pipeline.clickhouse,
+        pipeline.keystore,
+        webhook_rules("http://127.0.0.1:9/none", auto_disable_on_critical=True),
+    )
     engine.dispatcher.channels = []
     engine.dispatcher.deliveries = InMemoryDeliveryLog()
     report = engine.handle_signals([revoked_use_signal(record.id)])

@@ -79,13 +79,20 @@ def test_open_alert_is_renotified_after_the_cooldown_but_not_once_acknowledged()
     alert = decision.changed[0]
     active = {alert.dedupe_key: alert}
     soon = revoked_use_signal(at=NOW + timedelta(hours=2))
-    assert decide(active, findings_from_signals([soon], rules), [], NOW + timedelta(hours=2), rules).notifications == []
+    assert (
+        decide(
+            active, findings_from_signals([soon], rules), [], NOW + timedelta(hours=2), rules
+        ).notifications
+        == []
+    )
     later = revoked_use_signal(at=NOW + timedelta(hours=25))
     reminder = decide(active, findings_from_signals([later], rules), [], NOW + timedelta(hours=25), rules)
     assert [n.reason for n in reminder.notifications] == ["reminder"]
     assert reminder.changed[0].notify_round == 2
     acked = acknowledge(alert, "alice", NOW + timedelta(minutes=5))
-    quiet = decide({acked.dedupe_key: acked}, findings_from_signals([later], rules), [], NOW + timedelta(hours=25), rules)
+    quiet = decide(
+        {acked.dedupe_key: acked}, findings_from_signals([later], rules), [], NOW + timedelta(hours=25), rules
+    )
     assert quiet.notifications == [] and quiet.changed[0].status is AlertStatus.ACKNOWLEDGED
 
 
@@ -95,7 +102,11 @@ def test_lifecycle_open_acknowledged_resolved_with_strictly_later_versions():
     done = resolve(acked, "bob", NOW, "rotated the key")
     assert alert.updated_at < acked.updated_at < done.updated_at
     assert (done.status, done.acknowledged_by, done.resolved_by, done.resolution) == (
-        AlertStatus.RESOLVED, "alice", "bob", "rotated the key")
+        AlertStatus.RESOLVED,
+        "alice",
+        "bob",
+        "rotated the key",
+    )
     with pytest.raises(AlertStateConflict):
         resolve(done, "bob", NOW)
     with pytest.raises(AlertStateConflict):
@@ -116,8 +127,12 @@ def test_scan_finds_idle_never_used_expiring_and_quota_keys():
     ]
     findings, _clears, disable = scan_keys(keys, {"busy": 80, "full": 100}, NOW, RULES)
     assert sorted((f.rule, f.key_id) for f in findings) == [
-        ("expiring_soon", "expiring"), ("idle", "idle"), ("never_used", "never"),
-        ("quota_100", "full"), ("quota_80", "busy"), ("quota_80", "full"),
+        ("expiring_soon", "expiring"),
+        ("idle", "idle"),
+        ("never_used", "never"),
+        ("quota_100", "full"),
+        ("quota_80", "busy"),
+        ("quota_80", "full"),
     ]
     assert disable == []
     assert "91 days" in next(f for f in findings if f.rule == "idle").message
@@ -139,8 +154,10 @@ def test_scan_alerts_resolve_when_the_key_is_used_or_renewed():
     assert engine.scan(NOW + timedelta(hours=1)).opened == []
     directory.records = [key_record("idle", last_used_days_ago=0), key_record("expiring", expires_in_days=33)]
     resolved = engine.scan(NOW + timedelta(hours=2)).resolved
-    assert sorted(a.resolution for a in resolved) == ["condition cleared: key was renewed",
-                                                      "condition cleared: key was used again"]
+    assert sorted(a.resolution for a in resolved) == [
+        "condition cleared: key was renewed",
+        "condition cleared: key was used again",
+    ]
     assert store.active() == {}
 
 
@@ -150,7 +167,9 @@ def test_auto_actions_are_off_by_default_and_carry_a_reason_when_on():
     (action,) = auto_actions_for_signals([critical], AlertRules(auto_disable_on_critical=True))
     assert action.key_id == "key_a" and "critical use_of_inactive_key" in action.reason
     rules = AlertRules(auto_disable_idle_days=180)
-    _f, _c, disable = scan_keys([key_record("old", last_used_days_ago=181), key_record("recent")], {}, NOW, rules)
+    _f, _c, disable = scan_keys(
+        [key_record("old", last_used_days_ago=181), key_record("recent")], {}, NOW, rules
+    )
     assert [d.key_id for d in disable] == ["old"] and "idle beyond 180 days" in disable[0].reason
 
 

@@ -69,7 +69,9 @@ def test_faust_timer_is_registered_on_the_leader_and_scans():
     asyncio.run(timer())
     assert scans == [1]
     # and a real Faust app accepts the registration
-    register_faust_timer(faust.App("keytrail-alerting-test", broker="memory://", store="memory://"), Scanner(), 60)
+    register_faust_timer(
+        faust.App("keytrail-alerting-test", broker="memory://", store="memory://"), Scanner(), 60
+    )
 
 
 def _produce(bootstrap: str, topic: str, signals: list[Signal]) -> None:
@@ -79,7 +81,9 @@ def _produce(bootstrap: str, topic: str, signals: list[Signal]) -> None:
     assert producer.flush(30) == 0
 
 
-def test_signals_from_kafka_open_one_alert_and_a_second_consumer_run_does_not_renotify(kafka_bootstrap, unique):
+def test_signals_from_kafka_open_one_alert_and_a_second_consumer_run_does_not_renotify(
+    kafka_bootstrap, unique
+):
     topic = f"keytrail.signals.v1.{unique}"
     signal = revoked_use_signal(f"key_{unique}")
     _produce(kafka_bootstrap, topic, [signal, signal])
@@ -87,12 +91,24 @@ def test_signals_from_kafka_open_one_alert_and_a_second_consumer_run_does_not_re
     with http_receiver() as receiver:
         engine = engine_on(store, deliveries, webhook_rules(receiver.url))
         deadline = time.monotonic() + 60
-        consume_signals(engine, kafka_bootstrap, group_id=f"alerting-{unique}", topic=topic, poll_seconds=0.2,
-                        should_stop=lambda: bool(store.list()) or time.monotonic() > deadline)
+        consume_signals(
+            engine,
+            kafka_bootstrap,
+            group_id=f"alerting-{unique}",
+            topic=topic,
+            poll_seconds=0.2,
+            should_stop=lambda: bool(store.list()) or time.monotonic() > deadline,
+        )
         # same group again: offsets were committed, so nothing comes back; nothing is resent
         stop_at = time.monotonic() + 3
-        consume_signals(engine, kafka_bootstrap, group_id=f"alerting-{unique}", topic=topic, poll_seconds=0.2,
-                        should_stop=lambda: time.monotonic() > stop_at)
+        consume_signals(
+            engine,
+            kafka_bootstrap,
+            group_id=f"alerting-{unique}",
+            topic=topic,
+            poll_seconds=0.2,
+            should_stop=lambda: time.monotonic() > stop_at,
+        )
         engine.close()
     (alert,) = store.list()
     assert alert.key_id == f"key_{unique}" and alert.evidence["ips"] == ["203.0.113.7"]
