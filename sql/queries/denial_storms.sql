@@ -1,0 +1,38 @@
+-- denial_storms: bursts of refused requests: keys with at least N denials in a few minutes.
+-- Answers: who is hammering a key it may not use (credential stuffing, a revoked key in a retry
+-- loop, a scope mistake deployed everywhere). Denials are the outcomes denied, invalid, expired,
+-- revoked, disabled and rate_limited. One row per key and time bucket, biggest burst first;
+-- each event is counted once however often it was delivered.
+-- Parameters:
+--   since           DateTime = 24h          start of the window (inclusive)
+--   until           DateTime = now          end of the window (exclusive)
+--   project         Project = ''            only this project's keys ('' = every project)
+--   min_denials     UInt32[1..1000000] = 20 report buckets with at least this many denials
+--   bucket_minutes  UInt32[1..1440] = 5     bucket length in minutes (buckets align to the clock)
+--   limit           UInt32[1..10000] = 50   rows to return
+SELECT
+    key_id,
+    project_id,
+    toStartOfInterval(occurred_at, toIntervalMinute({bucket_minutes:UInt32})) AS bucket_start,
+    bucket_start + toIntervalMinute({bucket_minutes:UInt32}) AS bucket_end,
+    count() AS denials,
+    uniqExact(client_ip) AS ips,
+    arraySort(groupUniqArray(5)(replaceOne(toString(client_ip), '::ffff:', ''))) AS sample_ips,
+    arraySort(groupUniqArray(toString(outcome))) AS outcomes,
+    arraySort(groupUniqArray(5)(route)) AS routes,
+    min(occurred_at) AS first_seen,
+    max(occurred_at) AS last_seen
+FROM
+(
+    SELECT event_id, key_id, project_id, occurred_at, outcome, client_ip, route
+    FROM usage_events
+    WHERE occurred_at >= {since:DateTime64(3, 'UTC')}
+      AND occurred_at < {until:DateTime64(3, 'UTC')}
+      AND ({project:String} = '' OR project_id = {project:String})
+      AND outcome IN ('denied', 'invalid', 'expired', 'revoked', 'disabled', 'rate_limited')
+    LIMIT 1 BY event_id
+)
+GROUP BY key_id, project_id, bucket_start
+HAVING denials >= {min_denials:UInt32}
+ORDER BY denials DESC, bucket_start, key_id
+LIMIT {limit:UInt32}

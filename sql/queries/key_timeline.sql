@@ -1,0 +1,37 @@
+-- key_timeline: every request made with one key, newest first.
+-- Answers: who used this key, when, from where, for what and with what outcome. One row per
+-- event: a duplicate delivery is shown once, and an on-time copy wins over a late one.
+-- Parameters:
+--   key_id   String                 the key's public id
+--   since    DateTime = 24h         start of the window (inclusive)
+--   until    DateTime = now         end of the window (exclusive)
+--   project  Project = ''           only this project's events ('' = every project)
+--   outcome  Enum(|ok|denied|invalid|expired|revoked|disabled|rate_limited|error) = ''  only this outcome ('' = all)
+--   route    String = ''            only this route template ('' = all)
+--   limit    UInt32[1..10000] = 100 newest rows to return
+SELECT
+    occurred_at,
+    event_id,
+    project_id,
+    service,
+    method,
+    route,
+    status,
+    outcome,
+    replaceOne(toString(client_ip), '::ffff:', '') AS client_ip,
+    user_agent,
+    latency_ms,
+    request_bytes,
+    response_bytes,
+    request_id,
+    on_time = 0 AS late
+FROM usage_events FINAL
+WHERE key_id = {key_id:String}
+  AND occurred_at >= {since:DateTime64(3, 'UTC')}
+  AND occurred_at < {until:DateTime64(3, 'UTC')}
+  AND ({project:String} = '' OR project_id = {project:String})
+  AND ({outcome:String} = '' OR toString(outcome) = {outcome:String})
+  AND ({route:String} = '' OR route = {route:String})
+ORDER BY occurred_at DESC, event_id
+LIMIT {limit:UInt32}
+SETTINGS do_not_merge_across_partitions_select_final = 1

@@ -1,0 +1,29 @@
+-- top_keys: the busiest keys in a window, by requests, errors or denials.
+-- Answers: which keys carry the traffic, fail the most, or are refused the most. Counts the
+-- minutes that start inside the window from the per-minute counts (newest revision of each
+-- minute, so a re-sent or duplicated minute is counted once). One row per key, highest first;
+-- keys with none of the chosen count are left out.
+-- Parameters:
+--   since    DateTime = 24h                   start of the window (inclusive)
+--   until    DateTime = now                   end of the window (exclusive)
+--   project  Project = ''                     only this project's keys ('' = every project)
+--   by       Enum(requests|errors|denials) = requests  what to rank by
+--   limit    UInt32[1..10000] = 20            rows to return
+SELECT
+    key_id,
+    project_id,
+    sum(requests) AS total_requests,
+    sum(errors) AS total_errors,
+    sum(denials) AS total_denials,
+    round(total_errors / total_requests, 4) AS error_rate,
+    round(total_denials / total_requests, 4) AS denial_rate,
+    count() AS active_minutes
+FROM key_usage_minute FINAL
+WHERE minute >= {since:DateTime64(3, 'UTC')}
+  AND minute < {until:DateTime64(3, 'UTC')}
+  AND ({project:String} = '' OR project_id = {project:String})
+GROUP BY key_id, project_id
+HAVING multiIf({by:String} = 'errors', total_errors, {by:String} = 'denials', total_denials, total_requests) > 0
+ORDER BY multiIf({by:String} = 'errors', total_errors, {by:String} = 'denials', total_denials, total_requests) DESC, key_id
+LIMIT {limit:UInt32}
+SETTINGS do_not_merge_across_partitions_select_final = 1
