@@ -57,11 +57,11 @@ def consume_signals(
             messages = consumer.consume(num_messages=batch_size, timeout=poll_seconds)
             signals = []
             for message in messages:
-                if message.error():
+                if message.error() or message.value() is None:
                     log.warning("alerting consume error: %s", message.error())
                     continue
                 try:
-                    signals.append(Signal.model_validate_json(message.value()))
+                    signals.append(Signal.model_validate_json(message.value() or b""))
                 except ValidationError as exc:
                     log.error(
                         "skipping malformed signal at %s[%s]@%s: %s",

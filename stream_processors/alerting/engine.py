@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Protocol
 
 from schemas.keys import KeyRecord
 from schemas.signals import Signal
@@ -25,10 +26,10 @@ from stream_processors.alerting.usage import UsageSource
 log = logging.getLogger(__name__)
 
 
-class KeyDirectory:
+class KeyDirectory(Protocol):
     """What the engine needs from the key store (keystore.store.KeyStore fits)."""
 
-    def list_keys(self, filters=None) -> list[KeyRecord]: ...  # noqa: ANN001
+    def list_keys(self, filters: Any = None) -> list[KeyRecord]: ...
 
     def disable(self, key_id: str, *, actor: str = "system", reason: str = "") -> KeyRecord: ...
 

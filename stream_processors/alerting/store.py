@@ -91,6 +91,13 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _required_time(value: Any) -> datetime:
+    parsed = _parse_time(value)
+    if parsed is None:
+        raise ValueError("missing timestamp in a stored row")
+    return parsed
+
+
 _ALERT_TIMES = (
     "opened_at",
     "updated_at",
@@ -248,8 +255,8 @@ def _delivery_from_row(row: dict[str, Any]) -> Delivery:
         state=DeliveryState(row["state"]),
         attempts=int(row["attempts"]),
         last_error=row["last_error"],
-        created_at=_parse_time(row["created_at"]),
-        updated_at=_parse_time(row["updated_at"]),  # type: ignore[arg-type]
+        created_at=_required_time(row["created_at"]),
+        updated_at=_required_time(row["updated_at"]),
         payload=row["payload"],
     )
 
