@@ -101,7 +101,7 @@ class RateSpikeDetector:
         weekday, hour_of_day = divmod(hour_of_week(minute_ms // HOUR_MS), 24)
         when = f"{WEEKDAYS[weekday]}s around {hour_of_day:02d}:00 UTC"
         norm = (
-            f"at {when} its busiest minute is usually about {count_text(usual)} requests"
+            f"on {when} its busiest minute is usually about {count_text(usual)} requests"
             if usual > 0 else f"it is usually idle on {when}"
         )
         ratio = f", {requests / usual:.0f}× that" if usual > 0 else ""

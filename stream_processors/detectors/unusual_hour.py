@@ -36,6 +36,8 @@ class UnusualHourThresholds:
     regular_days: int = 28
     """Only a key without any surprise for this long is regular enough to be alerted on: a key whose
     timing keeps wandering to new hours stays quiet until it settles."""
+    min_active_hours: int = 20
+    """A key seen in fewer distinct hours than this has no pattern to break yet."""
     quiet_stretch_hours: int = 6
     """The hour must lie in a stretch of at least this many consecutive never-active hours of the week
     (a night, a weekend): a single gap in an otherwise busy week is just a quiet hour."""
@@ -105,7 +107,8 @@ class UnusualHourDetector:
         ):
             last_surprise = memory["s"]
             regular = last_surprise < 0 or hour - last_surprise >= self.thresholds.regular_days * 24
-            if history_days >= self.thresholds.learning_days and regular:
+            learnt = history_days >= self.thresholds.learning_days and memory["n"] >= self.thresholds.min_active_hours
+            if learnt and regular:
                 signal = self._signal(key_id, state, memory, counts, event, hour, history_days)
             memory["s"] = hour
         counts[slot] = min(MAX_WEEKS, counts[slot] + 1)

@@ -86,7 +86,7 @@ def poisson(rng: random.Random, mean: float) -> int:
 
 @dataclass(frozen=True)
 class BatchJob:
-    """A job that runs every week at the same weekday and hour (0 = Monday)."""
+    """A job that runs every week at the same weekday and hour (0 = Monday); it grows with its key."""
 
     weekday: int
     hour: int
@@ -147,7 +147,8 @@ def events_for_day(traffic: KeyTraffic, day: int, rng: random.Random, start: dat
     weekday = midnight.weekday()
     weights = hour_weights(traffic.rhythm)
     total = sum(weights)
-    volume = traffic.daily_requests * (1 + traffic.growth_per_week) ** (day / 7)
+    growth = (1 + traffic.growth_per_week) ** (day / 7)
+    volume = traffic.daily_requests * growth
     if weekday >= 5:
         volume *= traffic.weekend_share
     volume *= rng.lognormvariate(0, traffic.day_noise)
@@ -170,7 +171,7 @@ def events_for_day(traffic: KeyTraffic, day: int, rng: random.Random, start: dat
     if job is not None and job.weekday == weekday:
         for minute in range(job.duration_minutes):
             begin = job.hour * 3600 + (job.minute + minute) * 60
-            for _ in range(poisson(rng, job.per_minute)):
+            for _ in range(poisson(rng, job.per_minute * growth)):
                 moments.append((int((begin + uniform(0, 60)) * 1000), pick(job.ips), job.route))
     moments.sort(key=lambda item: item[0])
     events = []

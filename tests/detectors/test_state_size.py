@@ -1,0 +1,40 @@
+"""Detector memory stays small: the worker target is 2 KB of state per active key, in total."""
+
+from datetime import timedelta
+from statistics import median
+
+import orjson
+
+from stream_processors.core import UsageAggregator
+from stream_processors.detectors import default_detectors
+from tests.detectors.scenarios import START, event, run
+from tests.detectors.test_normal_change import EVERYTHING, GROWING, MOVING, MOVING_PUBLIC, WEEKLY_JOB
+from tests.detectors.traffic import random_population, simulate
+
+
+def sizes(states):
+    detector = {key: len(orjson.dumps(state.detector_state)) for key, state in states.items()}
+    total = {key: len(state.to_bytes()) for key, state in states.items()}
+    return detector, total
+
+
+def test_state_per_key_after_three_weeks_of_traffic_is_small():
+    keys = [MOVING, MOVING_PUBLIC, WEEKLY_JOB, GROWING, EVERYTHING] + random_population(5, seed=5)
+    result = simulate(UsageAggregator(detectors=default_detectors()), keys, 21, seed=5)
+    detector, total = sizes(result.states)
+    print(f"\ndetector state bytes per key: median {median(detector.values())}, max {max(detector.values())}")
+    print(f"whole KeyState bytes per key: median {median(total.values())}, max {max(total.values())}")
+    assert max(detector.values()) <= 1200
+    assert median(total.values()) <= 2048
+
+
+def test_memory_is_bounded_for_a_key_used_from_everywhere_and_every_route():
+    events = [
+        event("key_x", START + timedelta(minutes=7 * i), ip=f"{11 + i % 200}.{i % 97}.{i % 89}.1",
+              route=f"/v1/items/{i}", method=("GET", "POST", "PUT")[i % 3])
+        for i in range(6000)  # 29 days, a new network and a new route every 7 minutes
+    ]
+    _, states = run(default_detectors(), events)
+    memory = states["key_x"].detector_state
+    assert len(memory["new_network"]["n"]) <= 64 and len(memory["new_route"]["r"]) <= 64
+    assert len(orjson.dumps(memory)) <= 3500
