@@ -33,6 +33,7 @@ function ago(iso) {
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "-");
 const day = (iso) => (iso ? new Date(iso).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" }) : "-");
 function expiry(k) {
+  if (k.status === "revoked") return `<span class="pill grey" data-expiry="revoked">—</span>`;
   if (!k.expires_at) return `<span class="pill blue" title="never expires" data-expiry="never">∞ never</span>`;
   const left = new Date(k.expires_at).getTime() - Date.now();
   if (k.status === "expired" || left <= 0) return `<span class="pill red" data-expiry="expired" title="${esc(when(k.expires_at))}">expired</span>`;
@@ -293,7 +294,7 @@ async function alertsPage() {
   const keyLink = (id) => `<a href="#/keys/${encodeURIComponent(id)}" class="mono">${esc(id)}</a>`;
   $("#alerts").innerHTML = alerts.rows.length ? `<table data-testid="alerts-table"><thead><tr><th>Opened</th><th>Severity</th><th>Rule</th><th>Key</th><th>Project</th><th>Status</th><th>Message</th></tr></thead><tbody>${alerts.rows.map((a) => `
     <tr><td>${esc(when(a.opened_at))}</td><td>${severityPill(a.severity)}</td><td>${esc(a.rule)}</td><td>${keyLink(a.key_id)}</td><td>${esc(a.project_id)}</td>
-    <td>${status(a.status === "open" ? "revoked" : "active").replace(/>(revoked|active)</, `>${esc(a.status)}<`)}</td><td>${esc(a.message)}</td></tr>`).join("")}</tbody></table>`
+    <td><span class="pill ${{ open: "red", acknowledged: "yellow", resolved: "green" }[a.status] || "grey"}">${esc(a.status)}</span></td><td>${esc(a.message)}</td></tr>`).join("")}</tbody></table>`
     : `<div class="empty">No alerts. Quiet is good.</div>`;
   $("#signals").innerHTML = sig.rows.length ? `<table><thead><tr><th>Detected</th><th>Severity</th><th>Kind</th><th>Key</th><th>Why</th></tr></thead><tbody>${sig.rows.map((s) => `
     <tr><td>${esc(when(s.detected_at))}</td><td>${severityPill(s.severity)}</td><td>${esc(s.kind)}</td><td>${keyLink(s.key_id)}</td><td>${esc(s.message)}</td></tr>`).join("")}</tbody></table>`
