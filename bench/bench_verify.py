@@ -11,7 +11,9 @@ are the ones verified. Cases:
 - uncached: the cache TTL is 0, so every call is one indexed lookup by keyed hash.
 - typo: a key whose checksum is wrong; rejected before hashing or lookup.
 
-Every call is timed on its own (perf_counter_ns) in one thread, so verifies/s is per core.
+Every call is timed on its own (perf_counter_ns) in one thread, so verifies/s is per core;
+"client CPU µs/verify" is this process's CPU time per call (process_time), which stays
+meaningful on a busy machine (for uncached Postgres it excludes the server's own CPU).
 Without `--postgres-url` a throwaway PostgreSQL is started from Debian's binaries (via
 `tests/infra/postgres.py`); `--skip-postgres` measures SQLite only. Prints a markdown table.
 """
@@ -53,17 +55,19 @@ class Measurement:
     p50_us: float
     p99_us: float
     mean_us: float
+    cpu_us: float
 
     @property
     def per_second(self) -> float:
         return 1e6 / self.mean_us
 
 
-def time_calls(call: Callable[[str], object], keys: list[str], calls: int) -> list[float]:
-    """Per-call latencies in µs, cycling through `keys`."""
+def time_calls(call: Callable[[str], object], keys: list[str], calls: int) -> tuple[list[float], float]:
+    """Per-call wall latencies in µs, cycling through `keys`, and this process's CPU µs per call."""
     samples = []
     clock = time.perf_counter_ns
     gc.disable()
+    cpu_started = time.process_time_ns()
     try:
         for index in range(calls):
             key = keys[index % len(keys)]
@@ -71,11 +75,13 @@ def time_calls(call: Callable[[str], object], keys: list[str], calls: int) -> li
             call(key)
             samples.append((clock() - started) / 1000)
     finally:
+        cpu_used = time.process_time_ns() - cpu_started
         gc.enable()
-    return samples
+    return samples, cpu_used / 1000 / calls
 
 
-def summarise(backend: str, case: str, samples: list[float]) -> Measurement:
+def summarise(backend: str, case: str, timing: tuple[list[float], float]) -> Measurement:
+    samples, cpu_us = timing
     ordered = sorted(samples)
     return Measurement(
         backend=backend,
@@ -84,6 +90,7 @@ def summarise(backend: str, case: str, samples: list[float]) -> Measurement:
         p50_us=ordered[len(ordered) // 2],
         p99_us=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
         mean_us=statistics.fmean(samples),
+        cpu_us=cpu_us,
     )
 
 
@@ -143,10 +150,10 @@ def measure_backend(backend: str, url: str, filler_keys: int, calls: int) -> lis
         url, SECRET, migrate=False, cache_ttl_seconds=0, negative_cache_ttl_seconds=0
     ) as uncached:
         time_calls(uncached.verify, secrets_, min(calls, 500))  # warm the pool and statement cache
-        samples = time_calls(
+        timing = time_calls(
             lambda key: uncached.verify(key, scope="orders:read", client_ip="10.1.2.3"), secrets_, calls
         )
-        results.append(summarise(backend, "uncached (1 indexed lookup)", samples))
+        results.append(summarise(backend, "uncached (1 indexed lookup)", timing))
     return results
 
 
@@ -161,13 +168,13 @@ def throwaway_postgres() -> Iterator[str]:
 
 def markdown(results: list[Measurement]) -> str:
     lines = [
-        "| backend | case | calls | p50 µs | p99 µs | verifies/s (1 core) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| backend | case | calls | p50 µs | p99 µs | verifies/s (1 thread) | client CPU µs/verify |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         lines.append(
             f"| {result.backend} | {result.case} | {result.calls} | {result.p50_us:.1f} | {result.p99_us:.1f} "
-            f"| {result.per_second:,.0f} |"
+            f"| {result.per_second:,.0f} | {result.cpu_us:.1f} |"
         )
     return "\n".join(lines)
 
@@ -190,8 +197,9 @@ def main() -> None:
         with source as url:
             results += measure_backend("PostgreSQL 15 (local, TCP)", url, args.keys, args.calls)
 
+    load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
     print(
-        f"verify() on {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPU(s), "
+        f"verify() on {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPU(s){load}, "
         f"{args.keys:,} stored keys, {datetime.now(UTC):%Y-%m-%d}\n"
     )
     print(markdown(results))
