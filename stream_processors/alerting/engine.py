@@ -65,14 +65,19 @@ class AlertEngine:
         self.usage = usage
         self._clock = clock
         self._lock = threading.RLock()
+        self._keys_with_alerts: set[str] | None = None
+        """A superset of the keys with unresolved alerts (None = unknown), so an ingest batch that
+        neither fires nor touches such a key costs no ClickHouse query."""
 
     # ----------------------------------------------------------------- inputs
 
     def start(self) -> list[Delivery]:
-        """Call once at start: resend deliveries a previous run recorded but did not confirm."""
-        if self.dispatcher is None:
-            return []
+        """Call once at start: learn which keys have unresolved alerts, and resend deliveries a
+        previous run recorded but did not confirm."""
         with self._lock:
+            self._keys_with_alerts = {a.key_id for a in self.store.active().values()}
+            if self.dispatcher is None:
+                return []
             return self.dispatcher.resend_pending()
 
     def handle_signals(self, signals: Sequence[Signal], now: datetime | None = None) -> CycleReport:
@@ -86,6 +91,9 @@ class AlertEngine:
         now = to_utc_millis(now or self._clock())
         findings = pure.findings_from_signals(signals, self.rules)
         used = set(used_key_ids)
+        known = self._keys_with_alerts
+        if known is not None:
+            used &= known  # only keys with an unresolved alert can have one to resolve: no query otherwise
         clears = [Clear(rule, key_id, "key was used again") for key_id in used for rule in (IDLE, NEVER_USED)]
         disable = pure.auto_actions_for_signals(signals, self.rules)
         keys = {f.key_id for f in findings} | used
@@ -146,10 +154,20 @@ class AlertEngine:
                 elif alert.dedupe_key not in active:
                     report.opened.append(alert)
             report.changed = decision.changed
+            self._remember_active(key_ids, active, decision.changed)
             report.disabled = self._auto_disable(decision.disable)
             if self.dispatcher is not None and pending:
                 report.deliveries = self.dispatcher.send(pending)
         return report
+
+    def _remember_active(self, key_ids, before: dict[str, Alert], changed: Sequence[Alert]) -> None:  # noqa: ANN001
+        after = dict(before)
+        after.update((a.dedupe_key, a) for a in changed)
+        now_active = {a.key_id for a in after.values() if a.active}
+        if key_ids is None:
+            self._keys_with_alerts = now_active
+        elif self._keys_with_alerts is not None:
+            self._keys_with_alerts = (self._keys_with_alerts - set(key_ids)) | now_active
 
     def _auto_disable(self, actions: Sequence[DisableKey]) -> list[str]:
         if not actions or self.keystore is None:

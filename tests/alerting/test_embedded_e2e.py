@@ -47,13 +47,11 @@ def pipeline(tmp_path):
 
 
 def _engine(pipe, url, **rule_overrides):  # noqa: ANN001, ANN003
-    return build_alert_engine(
-        pipe.clickhouse,
-        pipe.keystore,
-        webhook_rules(url, **rule_overrides),
-        sender=fast_sender(),
-        clock=pipe.clock,
+    engine = build_alert_engine(
+        pipe.clickhouse, pipe.keystore, webhook_rules(url, **rule_overrides), sender=fast_sender(), clock=pipe.clock
     )
+    engine.start()
+    return engine
 
 
 def _inactive_key_detector_present() -> bool:
