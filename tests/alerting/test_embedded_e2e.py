@@ -48,7 +48,11 @@ def pipeline(tmp_path):
 
 def _engine(pipe, url, **rule_overrides):  # noqa: ANN001, ANN003
     engine = build_alert_engine(
-        pipe.clickhouse, pipe.keystore, webhook_rules(url, **rule_overrides), sender=fast_sender(), clock=pipe.clock
+        pipe.clickhouse,
+        pipe.keystore,
+        webhook_rules(url, **rule_overrides),
+        sender=fast_sender(),
+        clock=pipe.clock,
     )
     engine.start()
     return engine
