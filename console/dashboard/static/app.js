@@ -152,8 +152,8 @@ async function keysPage() {
         <label class="check"><input type="checkbox" id="f-expiring" ${filters.expiring ? "checked" : ""}> Expiring ≤ 7 d</label>
         <label class="check"><input type="checkbox" id="f-never" ${filters.never ? "checked" : ""}> Never used</label>
       </div>
-      <table data-testid="keys-table"><thead><tr><th>Name</th><th>ID</th><th>Key</th><th>Project</th><th>Status</th><th>Created</th><th>Last used</th><th>Expires</th><th></th></tr></thead>
-      <tbody id="rows"><tr><td colspan="9" class="empty">Loading…</td></tr></tbody></table>
+      <table data-testid="keys-table"><thead><tr><th>Name / ID</th><th>Key</th><th>Project / owner</th><th>Status</th><th>Created</th><th>Last used</th><th>Expires</th><th></th></tr></thead>
+      <tbody id="rows"><tr><td colspan="8" class="empty">Loading…</td></tr></tbody></table>
     </div>`;
   $("#new-key").onclick = () => $("#create").showModal();
   const reload = () => {
@@ -184,14 +184,13 @@ async function loadKeys() {
   if (filters.never) q.set("never_used", "true");
   const tbody = $("#rows");
   let keys;
-  try { keys = (await api(`/v1/keys?${q}`)).keys; } catch (e) { tbody.innerHTML = `<tr><td colspan="9" class="empty">${esc(e.message)}</td></tr>`; return; }
-  if (!keys.length) { tbody.innerHTML = `<tr><td colspan="9" class="empty">No keys match. Create one with “+ Create key”.</td></tr>`; return; }
+  try { keys = (await api(`/v1/keys?${q}`)).keys; } catch (e) { tbody.innerHTML = `<tr><td colspan="8" class="empty">${esc(e.message)}</td></tr>`; return; }
+  if (!keys.length) { tbody.innerHTML = `<tr><td colspan="8" class="empty">No keys match. Create one with “+ Create key”.</td></tr>`; return; }
   tbody.innerHTML = keys.map((k) => `
     <tr data-key-id="${esc(k.id)}">
-      <td><a href="#/keys/${encodeURIComponent(k.id)}"><b>${esc(k.name)}</b></a>${k.owner ? `<div class="muted">${esc(k.owner)}</div>` : ""}</td>
-      <td class="mono muted">${esc(k.id)}</td>
+      <td><a href="#/keys/${encodeURIComponent(k.id)}"><b>${esc(k.name)}</b></a><div class="mono muted small" data-testid="key-id">${esc(k.id)}</div></td>
       <td class="mono">${esc(k.masked_key)}</td>
-      <td>${esc(k.project_id)}</td>
+      <td>${esc(k.project_id)}${k.owner ? `<div class="muted small">${esc(k.owner)}</div>` : ""}</td>
       <td>${status(k.status)}</td>
       <td class="nowrap" title="${esc(when(k.created_at))}">${esc(day(k.created_at))}</td>
       <td class="nowrap" data-testid="last-used" title="${esc(when(k.last_used_at))}${k.last_used_ip ? " from " + esc(k.last_used_ip) : ""}">${esc(ago(k.last_used_at))}</td>
