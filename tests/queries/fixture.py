@@ -167,3 +167,37 @@ def lifecycle_rows(events: list[KeyLifecycleEvent]) -> bytes:
 def iso(value: datetime) -> str:
     """How ClickHouse returns a DateTime64(3, 'UTC') in JSON."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+KEY_LIST_PARAMS = {"key_ids": KEY_LIST, "created_ats": [CREATED[k] for k in KEY_LIST], "at": AT}
+
+SCOPED_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("key_timeline", {"key_id": "key_alpha", **WINDOW}),
+    ("key_ips", {"key_id": "key_alpha", **WINDOW}),
+    ("key_networks", {"key_id": "key_alpha", **WINDOW}),
+    ("key_routes", {"key_id": "key_alpha", **WINDOW}),
+    ("key_user_agents", {"key_id": "key_alpha", **WINDOW}),
+    ("key_hours_of_week", {"key_id": "key_alpha", **WINDOW}),
+    ("key_audit", {"key_id": "key_alpha", "since": T0 - timedelta(days=30), "until": AT}),
+    ("top_keys", WINDOW),
+    ("project_usage", WINDOW),
+    ("keys_many_networks", {"min_networks": 1, **WINDOW}),
+    ("denial_storms", {"min_denials": 1, **WINDOW}),
+    ("inactive_key_use", WINDOW),
+    ("idle_keys", {**KEY_LIST_PARAMS, "idle_days": 0}),
+]
+"""Canned queries whose rows carry a project_id, with parameters that find something in the fixture."""
+
+ALL_CASES: list[tuple[str, dict[str, Any]]] = [
+    *SCOPED_CASES,
+    ("key_timeline", {"key_id": "key_gamma", "since": T0 - timedelta(days=60), "until": AT, "limit": 1000}),
+    ("key_baseline", {"key_id": "key_alpha", "at": AT, "baseline_days": 7}),
+    ("key_hours_of_week", {"key_id": "key_alpha", "since": T0 - timedelta(days=7), "until": AT}),
+    ("top_keys", {"by": "denials", **WINDOW}),
+    ("top_keys", {"since": T0 - timedelta(days=60), "until": AT}),
+    ("project_usage", {"since": T0 - timedelta(days=60), "until": AT}),
+    ("denial_storms", {"min_denials": 2, "bucket_minutes": 1, **WINDOW}),
+    ("never_used_keys", {**KEY_LIST_PARAMS, "idle_days": 1}),
+    ("idle_keys", {**KEY_LIST_PARAMS, "idle_days": 30}),
+]
+"""Every canned query at least once: the answers the duplicate tests compare."""

@@ -7,11 +7,12 @@ from datetime import timedelta
 import pytest
 
 from sql.queries import run_query
-from tests.queries.fixture import AT, CREATED, KEY_LIST, T0, WINDOW, iso, s
+from tests.queries.fixture import AT, CREATED, KEY_LIST, SCOPED_CASES, T0, WINDOW, iso, s
 
 
 def created_ats(keys):
     return [CREATED[k] for k in keys]
+
 
 
 def test_key_timeline_lists_each_event_once_newest_first(loaded):
@@ -196,24 +197,7 @@ def test_never_used_keys_reports_old_keys_without_any_use(loaded):
     assert [r["key_id"] for r in younger] == ["key_never", "key_new"]
 
 
-@pytest.mark.parametrize(
-    ("name", "params"),
-    [
-        ("key_timeline", {"key_id": "key_alpha", **WINDOW}),
-        ("key_ips", {"key_id": "key_alpha", **WINDOW}),
-        ("key_networks", {"key_id": "key_alpha", **WINDOW}),
-        ("key_routes", {"key_id": "key_alpha", **WINDOW}),
-        ("key_user_agents", {"key_id": "key_alpha", **WINDOW}),
-        ("key_hours_of_week", {"key_id": "key_alpha", **WINDOW}),
-        ("key_audit", {"key_id": "key_alpha", "since": T0 - timedelta(days=30), "until": AT}),
-        ("top_keys", WINDOW),
-        ("project_usage", WINDOW),
-        ("keys_many_networks", {"min_networks": 1, **WINDOW}),
-        ("denial_storms", {"min_denials": 1, **WINDOW}),
-        ("inactive_key_use", WINDOW),
-        ("idle_keys", {"key_ids": KEY_LIST, "created_ats": created_ats(KEY_LIST), "idle_days": 0, "at": AT}),
-    ],
-)
+@pytest.mark.parametrize(("name", "params"), [c for c in SCOPED_CASES], ids=[c[0] for c in SCOPED_CASES])
 def test_a_project_sees_only_its_own_keys(loaded, name, params):
     everything = run_query(loaded, name, **params)
     assert everything, f"{name} should find something in the fixture"
