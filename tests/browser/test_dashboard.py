@@ -74,11 +74,13 @@ def test_create_use_and_revoke_a_key_from_the_dashboard(page, server, artifacts_
     assert key_id and secret not in key_id
 
     auth = {"Authorization": f"Bearer {secret}"}
-    assert httpx.get(f"{server.url}/v1/keys/{key_id}", headers=auth).status_code == 200
     ingest = httpx.post(
         f"{server.url}/v1/events", headers=auth, json={"events": usage_events(key_id, "shop", 120)}
     )
-    assert ingest.status_code == 200 and ingest.json()["accepted"] == 120
+    assert (
+        ingest.status_code == 200 and ingest.json()["accepted"] == 120
+    )  # first: later uses move the key's watermark
+    assert httpx.get(f"{server.url}/v1/keys/{key_id}", headers=auth).status_code == 200
 
     for _ in range(40):  # the console's own usage is flushed into the pipeline every 0.5 s
         page.reload()
@@ -122,3 +124,49 @@ def test_a_wrong_key_keeps_the_login_open(page, server):
     page.click("#login-submit")
     page.wait_for_selector("#login-error:not(:empty)")
     assert page.locator("#login").is_visible()
+
+
+def test_expiry_is_coloured_and_filters_narrow_the_records(page, server, artifacts_dir):
+    from playwright.sync_api import expect
+
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+
+    def create(name: str, expires_in: str) -> str:
+        body = {"name": name, "project_id": "colours", "expires_in": expires_in}
+        response = httpx.post(f"{server.url}/v1/keys", headers=admin, json=body)
+        assert response.status_code == 201
+        return response.json()["key"]["id"]
+
+    soon, later, never, old = (
+        create("nightly-export", "1d"),
+        create("mobile-app", "90d"),
+        create("internal-cron", "never"),
+        create("legacy-partner", "30d"),
+    )
+    expires = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    assert (
+        httpx.patch(f"{server.url}/v1/keys/{old}", headers=admin, json={"expires_at": expires}).status_code
+        == 200
+    )
+    import time
+
+    time.sleep(1.5)
+    assert old in httpx.post(f"{server.url}/v1/keys/sweep", headers=admin).json()["expired"]
+
+    sign_in(page, server)
+    page.fill("#f-project", "colours")
+    expect(page.locator("tr[data-key-id]")).to_have_count(4)
+    colour = {
+        key: page.locator(f"tr[data-key-id='{key}'] [data-expiry]").get_attribute("data-expiry")
+        for key in (soon, later, never, old)
+    }
+    assert colour == {soon: "yellow", later: "green", never: "never", old: "expired"}
+    page.screenshot(path=str(artifacts_dir / "dashboard-expiry.png"), full_page=True)
+
+    page.check("#f-expiring")
+    expect(page.locator("tr[data-key-id]")).to_have_count(1)
+    expect(page.locator(f"tr[data-key-id='{soon}']")).to_be_visible()
+    page.uncheck("#f-expiring")
+    page.select_option("#f-status", "expired")
+    expect(page.locator("tr[data-key-id]")).to_have_count(1)
+    expect(page.locator(f"tr[data-key-id='{old}']")).to_be_visible()
