@@ -52,6 +52,31 @@ def level_at(text: str, index: int) -> int:
     return _INDEX[text[index]]
 
 
+def with_level(text: str, index: int, level: int) -> str:
+    """The profile string with one level replaced."""
+    return text[:index] + ALPHABET[level] + text[index + 1 :]
+
+
+_LOWER = [str.maketrans(ALPHABET, ALPHABET[0] * min(steps, TOP + 1) + ALPHABET[: max(0, TOP + 1 - steps)])
+          for steps in range(TOP + 2)]
+"""Translation tables lowering every level by `steps` (floored at 0)."""
+
+
+def lowered(text: str, start: int, length: int, steps: int) -> str:
+    """The profile string with `length` slots from `start` (wrapping round) lowered by `steps` levels."""
+    if steps <= 0 or length <= 0:
+        return text
+    table = _LOWER[min(steps, TOP + 1)]
+    size = len(text)
+    if length >= size:
+        return text.translate(table)
+    end = start + length
+    if end <= size:
+        return text[:start] + text[start:end].translate(table) + text[end:]
+    end -= size
+    return text[:end].translate(table) + text[end:start] + text[start:].translate(table)
+
+
 def peak_level(peak: list[int], hour: int, decay_hours: int) -> int:
     """A remembered peak `[level, since_hour]`, decayed by one level per `decay_hours` since then."""
     level, since = peak

@@ -21,7 +21,7 @@ from stream_processors.detectors.event_time import (
     minute_text,
 )
 from stream_processors.detectors.signal_builder import build_signal, clip
-from stream_processors.detectors.week_counts import EMPTY, MAX_WEEKS, read_counts, write_counts
+from stream_processors.detectors.week_counts import EMPTY, MAX_WEEKS, count_at, read_counts, with_count
 from stream_processors.detectors.wording import hour_ranges, plural, weekday_ranges
 
 _RECENT_HOURS = 4
@@ -94,25 +94,28 @@ class UnusualHourDetector:
     def _new_active_hour(
         self, key_id: str, state: KeyState, memory: dict[str, Any], event: KeyUsageEvent, hour: int
     ) -> Signal | None:
-        counts = read_counts(memory["p"])
+        packed = memory["p"]
         slot = hour_of_week(hour)
-        day = hour // 24
-        history_days = day - memory["f"]
-        neighbours = (slot - 1) % WEEK_HOURS, slot, (slot + 1) % WEEK_HOURS
+        history_days = hour // 24 - memory["f"]
         signal = None
         if (
             history_days >= self.thresholds.surprises_from_day
-            and not any(counts[n] for n in neighbours)
-            and quiet_stretch(counts, slot) >= self.thresholds.quiet_stretch_hours
+            and not count_at(packed, (slot - 1) % WEEK_HOURS)
+            and not count_at(packed, slot)
+            and not count_at(packed, (slot + 1) % WEEK_HOURS)
         ):
-            last_surprise = memory["s"]
-            regular = last_surprise < 0 or hour - last_surprise >= self.thresholds.regular_days * 24
-            learnt = history_days >= self.thresholds.learning_days and memory["n"] >= self.thresholds.min_active_hours
-            if learnt and regular:
-                signal = self._signal(key_id, state, memory, counts, event, hour, history_days)
-            memory["s"] = hour
-        counts[slot] = min(MAX_WEEKS, counts[slot] + 1)
-        memory["p"] = write_counts(counts)
+            counts = read_counts(packed)
+            if quiet_stretch(counts, slot) >= self.thresholds.quiet_stretch_hours:
+                last_surprise = memory["s"]
+                regular = last_surprise < 0 or hour - last_surprise >= self.thresholds.regular_days * 24
+                learnt = (
+                    history_days >= self.thresholds.learning_days
+                    and memory["n"] >= self.thresholds.min_active_hours
+                )
+                if learnt and regular:
+                    signal = self._signal(key_id, state, memory, counts, event, hour, history_days)
+                memory["s"] = hour
+        memory["p"] = with_count(packed, slot, min(MAX_WEEKS, count_at(packed, slot) + 1))
         memory["n"] += 1
         return signal
 

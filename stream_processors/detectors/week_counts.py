@@ -24,3 +24,15 @@ def write_counts(counts: list[int]) -> str:
     return "".join(
         ALPHABET[counts[i] | counts[i + 1] << 2 | counts[i + 2] << 4] for i in range(0, WEEK_HOURS, 3)
     )
+
+
+def count_at(text: str, slot: int) -> int:
+    """One hour's count without decoding the rest."""
+    return (_INDEX[text[slot // 3]] >> (2 * (slot % 3))) & 3
+
+
+def with_count(text: str, slot: int, count: int) -> str:
+    """The packed string with one hour's count replaced."""
+    index, shift = divmod(slot, 3)
+    value = _INDEX[text[index]] & ~(3 << (2 * shift)) | count << (2 * shift)
+    return text[:index] + ALPHABET[value] + text[index + 1 :]

@@ -15,10 +15,10 @@ from stream_processors.detectors.levels import (
     CEILING,
     level_at,
     level_of,
+    lowered,
     peak_level,
     raise_peak,
-    read_levels,
-    write_levels,
+    with_level,
 )
 
 BUSIEST_DECAY_HOURS = 24
@@ -67,25 +67,20 @@ class WeekProfile:
 
     def _close(self, hour: int, peak: int, next_hour: int) -> None:
         """Fold the finished `hour` in, and the empty hours up to `next_hour` as quiet ones."""
-        week, day = read_levels(self.memory["w"]), read_levels(self.memory["d"])
+        week, day = self.memory["w"], self.memory["d"]
         level = level_of(peak)
         slot, hour_of_day = hour_of_week(hour), hour % 24
-        week[slot] = max(level, week[slot] - 1)
-        day[hour_of_day] = max(level, day[hour_of_day] - 1)
+        week = with_level(week, slot, max(level, level_at(week, slot) - 1))
+        day = with_level(day, hour_of_day, max(level, level_at(day, hour_of_day) - 1))
         raise_peak(self.memory["g"], peak, hour, BUSIEST_DECAY_HOURS)
         empty = next_hour - hour - 1
         if empty > 0:
-            _decay(week, hour_of_week(hour + 1), empty)
-            _decay(day, (hour + 1) % 24, empty)
-        self.memory["w"], self.memory["d"] = write_levels(week), write_levels(day)
+            week = _decay(week, hour_of_week(hour + 1), empty)
+            day = _decay(day, (hour + 1) % 24, empty)
+        self.memory["w"], self.memory["d"] = week, day
 
 
-def _decay(levels: list[int], first_slot: int, hours: int) -> None:
-    """Each empty hour lowers its slot by one level (a cycle of `len(levels)` hours lowers all)."""
-    size = len(levels)
-    rounds, rest = divmod(hours, size)
-    for offset in range(size):
-        steps = rounds + (1 if offset < rest else 0)
-        if steps:
-            slot = (first_slot + offset) % size
-            levels[slot] = max(0, levels[slot] - steps)
+def _decay(text: str, first_slot: int, hours: int) -> str:
+    """Each empty hour lowers its slot by one level (a full cycle of `len(text)` hours lowers all)."""
+    rounds, rest = divmod(hours, len(text))
+    return lowered(lowered(text, 0, len(text), rounds), first_slot, rest, 1)

@@ -60,9 +60,5 @@ def weekday_ranges(days: Sequence[int]) -> str:
             runs[-1] = (runs[-1][0], day)
         else:
             runs.append((day, day))
-    texts = [
-        SHORT_WEEKDAYS[a] if a == b else f"{SHORT_WEEKDAYS[a]}–{SHORT_WEEKDAYS[b]}" if b > a + 1
-        else f"{SHORT_WEEKDAYS[a]}, {SHORT_WEEKDAYS[b]}"
-        for a, b in runs
-    ]
+    texts = [SHORT_WEEKDAYS[a] if a == b else f"{SHORT_WEEKDAYS[a]}–{SHORT_WEEKDAYS[b]}" for a, b in runs]
     return join_names(texts, 7)

@@ -5,6 +5,7 @@ daily rhythm, noise, clustered requests and a little rate limiting, like real ke
 """
 
 from collections import Counter
+from functools import cache
 
 from stream_processors.core import UsageAggregator
 from stream_processors.detectors import default_detectors
@@ -57,8 +58,14 @@ EVERYTHING = KeyTraffic(
 )
 
 
-def test_moves_weekly_jobs_and_growth_raise_nothing_after_learning():
+@cache
+def normal_change_run():
+    """Six weeks of the five keys above (shared with the state-size test: it is the costly part)."""
     keys = [MOVING, MOVING_PUBLIC, WEEKLY_JOB, GROWING, EVERYTHING]
-    result = simulate(UsageAggregator(detectors=default_detectors()), keys, DAYS, seed=11)
+    return simulate(UsageAggregator(detectors=default_detectors()), keys, DAYS, seed=11)
+
+
+def test_moves_weekly_jobs_and_growth_raise_nothing_after_learning():
+    result = normal_change_run()
     assert result.events > 150_000
     assert [signal.message for signal in result.signals] == [], Counter(s.kind.value for s in result.signals)
