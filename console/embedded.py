@@ -9,6 +9,8 @@ from keystore.store import KeyStore
 from schemas.usage import KeyUsageEvent
 from sql.backends import ClickHouseBackend, open_clickhouse
 from sql.migrate import migrate
+from stream_processors.alerting import PeriodicScan, build_alert_engine
+from stream_processors.alerting.engine import AlertEngine
 from stream_processors.core.aggregate import BatchResult, UsageAggregator
 from stream_processors.detectors import default_detectors
 from stream_processors.projector import LastUsedProjector
@@ -24,7 +26,7 @@ class EmbeddedPipeline:
     """
 
     def __init__(self, settings: Settings, *, clickhouse: ClickHouseBackend | None = None,
-                 keystore: KeyStore | None = None) -> None:
+                 keystore: KeyStore | None = None, alerting: bool = True) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.clickhouse = clickhouse or open_clickhouse(settings.clickhouse_url)
@@ -36,14 +38,31 @@ class EmbeddedPipeline:
         self.aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
         self.sink = ClickHouseSink(self.clickhouse)
         self.projector = LastUsedProjector(self.keystore)
+        self.alerts: AlertEngine | None = None
+        if alerting:
+            self.alerts = build_alert_engine(self.clickhouse, self.keystore)
+            self.alerts.start()
+        self._alert_scan: PeriodicScan | None = None
+
+    def start_alert_scans(self) -> None:
+        """Scan for idle, never-used, expiring and over-quota keys on the rules' interval (server mode)."""
+        if self._alert_scan is None and self.alerts is not None:
+            self._alert_scan = PeriodicScan(self.alerts.scan, self.alerts.rules.scan_interval_seconds)
+            self._alert_scan.start()
 
     def ingest(self, events: Iterable[KeyUsageEvent]) -> BatchResult:
         """Process one batch end to end; returns what the core produced."""
         result = self.aggregator.process(events, self.states)
         self.sink.write_batch(result)
         self.projector.apply(result.last_used)
+        if self.alerts is not None:
+            self.alerts.handle_result(result)
         return result
 
     def close(self) -> None:
+        if self._alert_scan is not None:
+            self._alert_scan.stop()
+        if self.alerts is not None:
+            self.alerts.close()
         self.sink.close()
         self.keystore.close()

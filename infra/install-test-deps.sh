@@ -7,6 +7,7 @@
 #   kcat                kcat             the wire-contract test produces with it
 #   docker-compose      docker-compose   optional: only validates docker-compose.yml (`config`)
 #   Java 17, Maven      openjdk-17-jre-headless, maven   run and fetch the Kafka broker
+#   Chromium            chromium         the dashboard's browser tests (Playwright drives Debian's build)
 #
 # Needs root (or sudo) only when something must be installed. No Docker engine needed.
 set -euo pipefail
@@ -27,6 +28,7 @@ has_kcat() { command -v kcat >/dev/null || command -v kafkacat >/dev/null; }
 has_compose() { command -v docker-compose >/dev/null; }
 has_java() { command -v java >/dev/null; }
 has_maven() { command -v mvn >/dev/null; }
+has_chromium() { [ -x /usr/bin/chromium ]; }
 
 required=()
 optional=()
@@ -39,6 +41,7 @@ check "kcat" has_kcat kcat required
 check "docker-compose" has_compose docker-compose optional
 check "Java runtime" has_java openjdk-17-jre-headless required
 check "Maven" has_maven maven required
+check "Chromium" has_chromium chromium required
 
 if [ ${#required[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
     say "apt-get update"

@@ -105,10 +105,18 @@ def build_worker_app(settings: Settings) -> faust.App:
             overlay = SerializedStateOverlay(states)
             result = aggregator.process(events, overlay)
             await loop.run_in_executor(None, sink.write_batch, result)
-            for record in result.last_used:
+            pending = [
                 await last_used_topic.send(key=record.key_id.encode(), value=record.model_dump_json().encode())
-            for signal in result.signals:
+                for record in result.last_used
+            ]
+            pending += [
                 await signals_topic.send(key=signal.key_id.encode(), value=signal.model_dump_json().encode())
+                for signal in result.signals
+            ]
+            # Outputs are delivered before the state that produced them is written: if the state
+            # survives a crash, so did its outputs; if not, the events are redelivered and redone.
+            if pending:
+                await asyncio.gather(*pending)
             overlay.commit()
             counters.batches += 1
             counters.events += len(result.accepted)

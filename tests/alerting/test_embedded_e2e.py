@@ -37,7 +37,7 @@ def pipeline(tmp_path):
     settings.data_dir.mkdir(parents=True)
     clock = Clock(T0)
     keystore = KeyStore.open(settings.keystore_url, settings.hashing_secret(), clock=clock)
-    pipe = EmbeddedPipeline(settings, keystore=keystore)
+    pipe = EmbeddedPipeline(settings, keystore=keystore, alerting=False)
     pipe.clock = clock  # type: ignore[attr-defined]
     try:
         yield pipe
@@ -86,9 +86,9 @@ def test_revoked_key_used_gives_exactly_one_alert_with_ip_time_and_route(pipelin
         for s in (0, 5, 30)
     ]
     with http_receiver() as receiver:
-        engine = _engine(pipeline, receiver.url)
-        engine.handle_result(pipeline.ingest(events))
-        engine.handle_result(pipeline.ingest(events))  # redelivered batch
+        engine = pipeline.alerts = _engine(pipeline, receiver.url)  # the pipeline's own wiring handles results
+        pipeline.ingest(events)
+        pipeline.ingest(events)  # redelivered batch
         engine.close()
 
     alerts = engine.store.list(key_id=record.id)
