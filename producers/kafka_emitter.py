@@ -83,6 +83,17 @@ def producer_config(
     }
 
 
+class _LibrdkafkaLog:
+    """librdkafka's own log lines, at DEBUG (every reconnect attempt during an outage would
+    otherwise be an ERROR line); the emitter logs outages and losses itself, rate-limited."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("producers.kafka_emitter.librdkafka")
+
+    def log(self, _level: int, message: str, *args: object) -> None:
+        self._logger.debug(message, *args)
+
+
 class _ReplayTracker:
     """Delivery reports of one replayed spool batch."""
 
@@ -159,7 +170,8 @@ class KafkaEmitter:
             {
                 "on_delivery": self._on_delivery,
                 "error_cb": self._on_error,
-                "logger": logging.getLogger("producers.kafka_emitter.librdkafka"),
+                "logger": _LibrdkafkaLog(),
+                "log.connection.close": False,
             }
         )
         self._producer = Producer(config)
@@ -176,6 +188,7 @@ class KafkaEmitter:
         self._emitted = self._spooled = self._dropped = self._invalid = self._replayed = 0
         self._acked = self._failed = 0
         self._replay_failed = 0  # under `_lock` (replayer thread)
+        self._poll_rounds = 0  # completed poller rounds: flush() waits for one after the queue empties
         if self._spooling:
             log.info("emitter for %s starts in spool mode: %d event(s) from an earlier run", self.topic, len(self.spool))
         self._poller = threading.Thread(target=self._poll_loop, name=f"keytrail-kafka-poller[{self.topic}]", daemon=True)
@@ -261,6 +274,7 @@ class KafkaEmitter:
             try:
                 self._producer.poll(self.flush_interval)
                 self._after_poll()
+                self._poll_rounds += 1
                 if time.monotonic() >= next_flush:
                     self.spool.flush()
                     next_flush = time.monotonic() + self.flush_interval
@@ -396,6 +410,13 @@ class KafkaEmitter:
         self._wake_replayer.set()
         while True:
             pending = self.pending()
+            if pending == 0 and self._poller.is_alive():
+                # librdkafka counts a report as done when the poller takes it, before its callback
+                # runs: wait for a whole poller round so the counters include it.
+                rounds = self._poll_rounds
+                while self._poll_rounds < rounds + 2 and (deadline is None or time.monotonic() < deadline):
+                    time.sleep(0.005)
+                pending = self.pending()
             if pending == 0 or (deadline is not None and time.monotonic() >= deadline):
                 return pending
             time.sleep(0.01)

@@ -1,0 +1,148 @@
+"""KafkaEmitter on a real broker: keyed, co-partitioned, never blocking, nothing lost in an outage."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+
+import orjson
+import pytest
+
+from producers.kafka_emitter import KafkaEmitter
+from stream_processors.codec import InvalidEvent, decode_usage_event
+from tests.e2e.pipeline_processes import wait_until
+from tests.infra.ports import free_port
+from tests.producers.conftest import PARTITIONS, java_murmur2_partition, read_topic
+
+pytestmark = pytest.mark.integration
+
+KEYS = [f"key_outage{i}" for i in range(7)]
+
+
+def _fields(n: int, key_id: str | None = None) -> dict:
+    return {
+        "key_id": key_id or KEYS[n % len(KEYS)], "project_id": "proj_p", "service": "orders", "method": "GET",
+        "route": "/v1/orders/{order_id}", "status": 200, "outcome": "ok", "latency_ms": 1.25,
+        "client_ip": "10.0.0.1", "request_id": str(n),
+    }
+
+
+def _decoded(messages):
+    return [decode_usage_event(m.value()) for m in messages]
+
+
+def test_events_are_keyed_by_key_id_on_the_java_partition(kafka_bootstrap, usage_topic, tmp_path):
+    with KafkaEmitter(kafka_bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool") as emitter:
+        for n in range(200):
+            emitter.emit(_fields(n))
+        assert emitter.flush(30) == 0
+        assert emitter.counters.delivered == 200
+    messages = read_topic(kafka_bootstrap, usage_topic)
+    assert len(messages) == 200
+    for message, event in zip(messages, _decoded(messages), strict=True):
+        assert message.key() == event.key_id.encode()
+        assert message.partition() == java_murmur2_partition(message.key(), PARTITIONS)
+
+
+def test_broker_outage_loses_nothing_duplicates_nothing_and_keeps_per_key_order(
+    kafka_service, usage_topic, tmp_path
+):
+    if not getattr(kafka_service, "restartable", False):
+        pytest.skip(f"the Kafka from {getattr(kafka_service, 'origin', '?')} cannot be stopped by the tests")
+    bootstrap = kafka_service.bootstrap
+    emitter = KafkaEmitter(bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool", linger_ms=5)
+    try:
+        for n in range(2500):  # before the outage
+            emitter.emit(_fields(n))
+        kafka_service.stop()
+        for n in range(2500, 3000):  # the broker just died; the emitter may not know yet
+            emitter.emit(_fields(n))
+        wait_until(lambda: emitter.spooling, 60, "the emitter to notice the outage")
+        for n in range(3000, 8000):  # the broker is down
+            emitter.emit(_fields(n))
+        down = emitter.counters
+        assert down.spooled >= 5000, "events emitted during the outage went to the spool, not to a blocked call"
+        # The broker restarts in this thread (its process dies with the thread that started it);
+        # a second thread keeps emitting meanwhile.
+        def emit_while_restarting() -> None:
+            for n in range(8000, 10_000):
+                emitter.emit(_fields(n))
+                if n % 100 == 0:
+                    time.sleep(0.05)
+
+        emitting = threading.Thread(target=emit_while_restarting)
+        emitting.start()
+        kafka_service.start()
+        emitting.join()
+        assert emitter.flush(180) == 0, f"still pending after the broker came back: {emitter.counters}"
+        counters = emitter.counters
+    finally:
+        emitter.close(timeout=30)
+    assert (counters.emitted, counters.delivered, counters.dropped, counters.failed) == (10_000, 10_000, 0, 0)
+    assert counters.replayed == counters.spooled >= 5000
+
+    events = _decoded(read_topic(bootstrap, usage_topic))
+    seen = Counter(e.request_id for e in events)
+    assert set(seen) == {str(n) for n in range(10_000)}, "every event arrived"
+    assert max(seen.values()) == 1, f"duplicates: {[r for r, c in seen.items() if c > 1][:10]}"
+    per_key = defaultdict(list)
+    for event in events:  # read_topic returns each partition in offset order
+        per_key[event.key_id].append(int(event.request_id))
+    for key_id, order in per_key.items():
+        assert order == sorted(order), f"{key_id} events out of order"
+
+
+def test_a_full_local_queue_spills_to_the_spool_and_order_still_holds(kafka_bootstrap, usage_topic, tmp_path):
+    with KafkaEmitter(
+        kafka_bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool", queue_max_messages=50
+    ) as emitter:
+        for n in range(3000):
+            emitter.emit(_fields(n))
+        assert emitter.counters.spooled > 0, "the tiny queue overflowed into the spool"
+        assert emitter.flush(60) == 0
+        counters = emitter.counters
+    assert counters.delivered == 3000 and counters.dropped == 0
+    per_key = defaultdict(list)
+    for event in _decoded(read_topic(kafka_bootstrap, usage_topic)):
+        per_key[event.key_id].append(int(event.request_id))
+    assert sorted(n for order in per_key.values() for n in order) == list(range(3000))
+    assert all(order == sorted(order) for order in per_key.values())
+
+
+def test_spool_bound_hit_drops_are_counted_and_logged_and_the_rest_replays_later(
+    kafka_bootstrap, usage_topic, tmp_path, caplog
+):
+    caplog.set_level(logging.WARNING, logger="producers")
+    spool_dir = tmp_path / "spool"
+    unreachable = f"127.0.0.1:{free_port()}"
+    emitter = KafkaEmitter(unreachable, topic=usage_topic, spool_dir=spool_dir, spool_max_bytes=40_000)
+    wait_until(lambda: emitter.spooling, 60, "the emitter to find no broker")
+    for n in range(1000):
+        emitter.emit(_fields(n))
+    emitter.close(timeout=0)
+    counters = emitter.counters
+    assert counters.emitted == 1000 and counters.delivered == 0
+    assert counters.dropped > 0
+    assert counters.spooled + counters.dropped == 1000, counters
+    assert any("DROPPED" in r.getMessage() and "full" in r.getMessage() for r in caplog.records)
+
+    with KafkaEmitter(kafka_bootstrap, topic=usage_topic, spool_dir=spool_dir) as successor:
+        assert successor.flush(60) == 0
+        assert successor.counters.replayed == counters.spooled
+    delivered = _decoded(read_topic(kafka_bootstrap, usage_topic))
+    assert len(delivered) == counters.spooled
+    assert len({e.event_id for e in delivered}) == counters.spooled
+
+
+def test_invalid_events_are_counted_and_strict_emitters_raise(tmp_path, caplog):
+    unreachable = f"127.0.0.1:{free_port()}"
+    with KafkaEmitter(unreachable, topic="t", spool_dir=tmp_path / "a") as lenient:
+        lenient.emit({**_fields(1), "status": "OK"})
+        assert lenient.counters.invalid == 1 and lenient.counters.emitted == 0
+        assert "status" in caplog.text
+    with KafkaEmitter(unreachable, topic="t", spool_dir=tmp_path / "b", strict=True) as strict:
+        with pytest.raises(InvalidEvent, match="status"):
+            strict.emit({**_fields(1), "status": "OK"})
+    assert orjson.loads(b"{}") == {}
