@@ -29,7 +29,8 @@ def create_store_engine(url: str, **engine_options: Any) -> Engine:
     if backend == "postgresql":
         if sa_url.get_driver_name() != "psycopg":
             sa_url = sa_url.set(drivername="postgresql+psycopg")
-        engine_options.setdefault("pool_pre_ping", True)
+        # No pool_pre_ping: it costs a round trip per checkout, i.e. per uncached verify. A
+        # connection found dead is invalidated with its pool, and verify retries once.
         return create_engine(sa_url, **engine_options)
     if backend == "sqlite":
         return _create_sqlite_engine(sa_url, engine_options)

@@ -15,6 +15,7 @@ from typing import Any, Final
 from uuid import uuid4
 
 from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from keystore import migrations
 from keystore.caller import Caller
@@ -73,6 +74,9 @@ _VERIFY_QUERY = select(*_VERIFY_COLUMNS).where(api_keys.c.key_hash == bindparam(
 
 _MALFORMED = Verification(Outcome.INVALID, reason="not a KeyTrail key (wrong shape or checksum)")
 _UNKNOWN = Verification(Outcome.INVALID, reason="no such key")
+_STORE_UNAVAILABLE = Verification(
+    Outcome.ERROR, reason="the key store is unavailable; the request cannot be checked"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,7 +651,8 @@ class KeyStore:
         self, presented_key: str, scope: str | None = None, client_ip: str | None = None
     ) -> Verification:
         """Decide on a presented key: checksum first (no lookup for typos), then the cache, then one
-        indexed lookup by keyed hash, compared in constant time."""
+        indexed lookup by keyed hash, compared in constant time. Never raises for a database
+        outage: the outcome is then `error` (fail closed), and nothing is cached."""
         if not checksum_holds(presented_key):
             return _MALFORMED
         digest = self._hasher.digest(presented_key)
@@ -655,7 +660,11 @@ class KeyStore:
         if key is None:
             if self._cache.is_known_unknown(digest):
                 return _UNKNOWN
-            key = self._lookup(digest)
+            try:
+                key = self._lookup(digest)
+            except SQLAlchemyError as error:
+                log.warning("key store unavailable during verify: %s", type(error).__name__)
+                return _STORE_UNAVAILABLE
             if key is None:
                 self._cache.remember_unknown(digest)
                 return _UNKNOWN
@@ -664,8 +673,12 @@ class KeyStore:
 
     def _lookup(self, digest: bytes) -> VerifiableKey | None:
         presented_hash = digest.hex()
-        with self._reader.connect() as connection:
-            row = connection.execute(_VERIFY_QUERY, {"key_hash": presented_hash}).first()
+        try:
+            row = self._fetch_by_hash(presented_hash)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            row = self._fetch_by_hash(presented_hash)  # the pool was stale (database restarted)
         if row is None or not secrets.compare_digest(row.key_hash, presented_hash):
             return None
         return VerifiableKey.from_columns(
@@ -679,6 +692,10 @@ class KeyStore:
             scopes=row.scopes,
             ip_allowlist=row.ip_allowlist,
         )
+
+    def _fetch_by_hash(self, presented_hash: str) -> Row[Any] | None:
+        with self._reader.connect() as connection:
+            return connection.execute(_VERIFY_QUERY, {"key_hash": presented_hash}).first()
 
     # ------------------------------------------------------------------ last used (projector)
 

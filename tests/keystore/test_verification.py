@@ -131,3 +131,28 @@ def test_a_rotated_key_in_grace_keeps_verifying_and_reports_its_own_id(store, cl
 def test_a_short_hashing_secret_is_refused_at_open(store_url):
     with pytest.raises(ValueError, match="KEYTRAIL_SECRET"):
         KeyStore.open(store_url, b"short")
+
+
+def test_a_database_failure_during_verify_is_an_error_outcome_not_an_exception(store, project):
+    _, secret = store.create_key("k", project)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE api_keys RENAME TO api_keys_gone")
+    verdict = store.verify(secret)
+    assert verdict.outcome is Outcome.ERROR and not verdict.ok
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE api_keys_gone RENAME TO api_keys")
+    assert store.verify(secret).outcome is Outcome.OK  # the failure was not cached
+
+
+@pytest.mark.integration
+def test_verify_recovers_by_itself_after_the_database_restarts(open_store, project):
+    from tests.infra.postgres import PostgresServer
+
+    with PostgresServer() as server:  # its own server: restarting the shared one would disturb other tests
+        store = open_store(server.create_database("restart"), cache_ttl_seconds=0)
+        _, secret = store.create_key("k", project)
+        assert store.verify(secret).outcome is Outcome.OK  # a pooled connection now exists
+        server.stop()
+        assert store.verify(secret).outcome is Outcome.ERROR  # down: fail closed, no exception
+        server.start()
+        assert store.verify(secret).outcome is Outcome.OK  # stale connection dropped, retried once
