@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from uuid import uuid4
 
-from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, Select, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from keystore import migrations
@@ -70,7 +70,7 @@ _VERIFY_COLUMNS = (
     api_keys.c.scopes,
     api_keys.c.ip_allowlist,
 )
-_VERIFY_QUERY = select(*_VERIFY_COLUMNS).where(api_keys.c.key_hash == bindparam("key_hash"))
+_VERIFY_QUERY: Select[Any] = select(*_VERIFY_COLUMNS).where(api_keys.c.key_hash == bindparam("key_hash"))
 
 _MALFORMED = Verification(Outcome.INVALID, reason="not a KeyTrail key (wrong shape or checksum)")
 _UNKNOWN = Verification(Outcome.INVALID, reason="no such key")
