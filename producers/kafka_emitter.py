@@ -121,9 +121,10 @@ class _ReplayTracker:
 class KafkaEmitter:
     """Usage events to Kafka; see the module docstring for the delivery and spool semantics.
 
-    `spool_dir` is this process's own spool; by default the first free `slot-N` under
-    `.keytrail/spool/kafka-<topic>` is claimed (so each worker of a multi-process server gets one,
-    and a restarted process replays what its predecessor left). Create the emitter after forking.
+    `spool_dir` is this process's own spool directory; without it the first free `slot-N` under
+    `spool_base` (default `.keytrail/spool/kafka-<topic>`) is claimed, so each worker of a
+    multi-process server gets one and a restarted process replays what its predecessor left.
+    Create the emitter after forking.
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class KafkaEmitter:
         *,
         topic: str = Topics.USAGE.value,
         spool_dir: Path | str | None = None,
+        spool_base: Path | str | None = None,
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         spool_fsync: FsyncPolicy = "interval",
         linger_ms: int = 10,
@@ -155,7 +157,7 @@ class KafkaEmitter:
         self.spool = (
             DiskSpool(spool_dir, **spool_options)
             if spool_dir is not None
-            else DiskSpool.claim(DEFAULT_SPOOL_BASE / f"kafka-{self.topic}", **spool_options)
+            else DiskSpool.claim(spool_base or DEFAULT_SPOOL_BASE / f"kafka-{self.topic}", **spool_options)
         )
         config = producer_config(
             bootstrap_servers,

@@ -1,0 +1,59 @@
+"""Emitters and verifiers built from KeyTrail's settings (`KEYTRAIL_*` environment variables)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Literal
+
+from producers.emitter import UsageEmitter
+from producers.verifiers import KeyVerifier
+
+if TYPE_CHECKING:
+    from console.settings import Settings
+
+INGEST_KEY_ENV = "KEYTRAIL_INGEST_KEY"
+"""A KeyTrail key with the ingest scope, sent by the HTTP transport (optional in embedded mode)."""
+
+
+def _settings(settings: Settings | None) -> Settings:
+    if settings is not None:
+        return settings
+    from console.settings import get_settings
+
+    return get_settings()
+
+
+def emitter_from_settings(
+    settings: Settings | None = None, *, transport: Literal["kafka", "http"] | None = None, topic: str | None = None
+) -> UsageEmitter:
+    """Production mode: `KafkaEmitter` on `kafka_bootstrap`; embedded mode: `HttpEmitter` to `api_url`
+    (with `KEYTRAIL_INGEST_KEY` as bearer token when set). Spools live under `data_dir/spool`."""
+    settings = _settings(settings)
+    chosen = transport or ("kafka" if settings.mode.value == "production" else "http")
+    spool_base = settings.data_dir / "spool"
+    if chosen == "kafka":
+        from producers.kafka_emitter import KafkaEmitter
+        from schemas.topics import Topics
+
+        name = topic or Topics.USAGE.value
+        return KafkaEmitter(settings.kafka_bootstrap, topic=name, spool_base=spool_base / f"kafka-{name}")
+    from producers.http_emitter import HttpEmitter
+
+    return HttpEmitter(
+        settings.api_url, ingest_key=os.environ.get(INGEST_KEY_ENV) or None, spool_base=spool_base / "http"
+    )
+
+
+def verifier_from_settings(settings: Settings | None = None, *, mode: Literal["local", "remote"] = "local") -> KeyVerifier:
+    """`local`: the key store at `keystore_url` (`KeyStore.verify`, cached); `remote`: the console's
+    `POST {api_url}/v1/verify`."""
+    settings = _settings(settings)
+    if mode == "remote":
+        from producers.verifiers import RemoteKeyVerifier
+
+        return RemoteKeyVerifier(settings.api_url)
+    from keystore.store import KeyStore
+    from producers.verifiers import LocalKeyVerifier
+
+    store = KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env)
+    return LocalKeyVerifier(store)
