@@ -46,14 +46,15 @@ def emitter_from_settings(
 
 def verifier_from_settings(settings: Settings | None = None, *, mode: Literal["local", "remote"] = "local") -> KeyVerifier:
     """`local`: the key store at `keystore_url` (`KeyStore.verify`, cached); `remote`: the console's
-    `POST {api_url}/v1/verify`."""
+    `POST {api_url}/v1/verify`, authenticated with `KEYTRAIL_INGEST_KEY`."""
     settings = _settings(settings)
     if mode == "remote":
         from producers.verifiers import RemoteKeyVerifier
 
-        return RemoteKeyVerifier(settings.api_url)
+        return RemoteKeyVerifier(settings.api_url, credential=os.environ.get(INGEST_KEY_ENV) or None)
     from keystore.store import KeyStore
     from producers.verifiers import LocalKeyVerifier
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env)
     return LocalKeyVerifier(store)
