@@ -1,0 +1,113 @@
+"""Outages of the stores while the stream runs: nothing is lost, nothing is counted twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from keystore.store import KeyStore
+from sql.backends import ClickHouseBackend, ClickHouseUnavailable, open_clickhouse
+from sql.migrate import migrate
+from stream_processors.core.aggregate import UsageAggregator
+from stream_processors.projector import LastUsedProjector
+from stream_processors.sinks.clickhouse import ClickHouseSink
+from stream_processors.state_stores import InMemoryStates
+from tests.factories import BASE_TIME, usage_event
+
+SECRET = b"outage-test-secret-long-enough"
+
+
+class UnreachableFor:
+    """A real ClickHouse backend behind a switch: while it is off, every call fails as a network outage would."""
+
+    def __init__(self, backend: ClickHouseBackend) -> None:
+        self.backend = backend
+        self.url = backend.url
+        self.reachable = threading.Event()
+        self.reachable.set()
+        self.refused = 0
+
+    def _gate(self) -> None:
+        if not self.reachable.is_set():
+            self.refused += 1
+            raise ClickHouseUnavailable("connection refused (outage)")
+
+    def command(self, sql, params=None):
+        self._gate()
+        return self.backend.command(sql, params)
+
+    def query(self, sql, params=None):
+        self._gate()
+        return self.backend.query(sql, params)
+
+    def insert_json_rows(self, table, payload):
+        self._gate()
+        return self.backend.insert_json_rows(table, payload)
+
+    def close(self):
+        self.backend.close()
+
+
+def test_clickhouse_outage_pauses_the_sink_and_loses_nothing(chdb_path):
+    backend = open_clickhouse(f"chdb://{chdb_path}")
+    migrate(backend)
+    switch = UnreachableFor(backend)
+    sink = ClickHouseSink(switch, max_backoff_s=0.2)
+    core = UsageAggregator()
+    states = InMemoryStates()
+    events = [usage_event(f"key_{i % 5}", seconds=i) for i in range(600)]
+    batches = [events[i : i + 100] for i in range(0, len(events), 100)]
+
+    sink.write_batch(core.process(batches[0], states))
+    switch.reachable.clear()
+    reopen = threading.Timer(1.5, switch.reachable.set)
+    reopen.start()
+    started = time.monotonic()
+    sink.write_batch(core.process(batches[1], states))  # blocks (backpressure) until ClickHouse is back
+    blocked_for = time.monotonic() - started
+    for batch in batches[2:]:
+        sink.write_batch(core.process(batch, states))
+    sink.write_batch(core.process(batches[1], states))  # the batch redelivered after the outage
+
+    assert switch.refused >= 2 and sink.retries >= 2
+    assert blocked_for >= 1.0, "the sink returned while ClickHouse was unreachable"
+    (row,) = backend.query("SELECT count() AS n, uniqExact(event_id) AS u FROM usage_events FINAL")
+    assert (int(row["n"]), int(row["u"])) == (600, 600)
+    (minutes,) = backend.query("SELECT sum(requests) AS r FROM key_usage_minute FINAL")
+    assert int(minutes["r"]) == 600
+    backend.close()
+
+
+@pytest.mark.integration
+def test_key_store_outage_is_retried_and_last_used_arrives_afterwards(postgres_service, postgres_url):
+    if not getattr(postgres_service, "restartable", False):
+        pytest.skip("the PostgreSQL in use is not a local process this test can stop and start")
+    store = KeyStore.open(postgres_url, SECRET, engine_options={"pool_pre_ping": True})
+    keys = [store.create_key(f"outage-{i}", "proj_outage")[0].id for i in range(3)]
+    core = UsageAggregator()
+    states = InMemoryStates()
+    projector = LastUsedProjector(store, max_backoff_s=0.5)
+    first = core.process([usage_event(k, seconds=10, project_id="proj_outage") for k in keys], states)
+    projector.apply(first.last_used)
+
+    postgres_service.stop()
+    newer = core.process([usage_event(k, seconds=3600, client_ip="10.7.7.7", project_id="proj_outage")
+                          for k in keys], states)
+    # The projector retries in the background; the server comes back from this (main) thread, since a
+    # server started by a thread that then exits is killed with it (PR_SET_PDEATHSIG follows the thread).
+    applying = threading.Thread(target=projector.apply, args=(newer.last_used,))
+    applying.start()
+    time.sleep(2.0)
+    assert applying.is_alive(), "apply returned while PostgreSQL was down"
+    postgres_service.start()
+    applying.join(60)
+    assert not applying.is_alive(), "apply did not finish after PostgreSQL came back"
+    assert projector.retries >= 1
+    for key in keys:
+        record = store.get(key)
+        assert record.last_used_at == BASE_TIME + timedelta(seconds=3600)
+        assert record.last_used_ip == "10.7.7.7"
+    store.close()
