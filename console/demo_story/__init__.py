@@ -1,0 +1,1 @@
+"""The demo's story: who calls what, when, and the incidents KeyTrail should catch."""
