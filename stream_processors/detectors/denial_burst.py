@@ -18,7 +18,7 @@ from stream_processors.detectors.wording import count_text, join_names
 
 BURST_OUTCOMES = (Outcome.DENIED, Outcome.INVALID, Outcome.RATE_LIMITED)
 """Revoked, expired and disabled have their own detector (use of an inactive key)."""
-_BURST_INDEXES = tuple(OUTCOME_INDEX[outcome] for outcome in BURST_OUTCOMES)
+_DENIED, _INVALID, _LIMITED = (OUTCOME_INDEX[outcome] for outcome in BURST_OUTCOMES)
 _EVIDENCE_PER_MINUTE = 5
 _EVIDENCE_MINUTES = 16
 
@@ -78,7 +78,8 @@ class DenialBurstDetector:
         signals: list[Signal] = []
         for minute_s, aggregate in closed_minutes:
             evidence = collected.pop(str(minute_s), None)
-            refusals = sum(aggregate.outcomes[i] for i in _BURST_INDEXES)
+            outcomes = aggregate.outcomes
+            refusals = outcomes[_DENIED] + outcomes[_INVALID] + outcomes[_LIMITED]
             if not refusals:
                 continue
             minute_ms = minute_s * 1000

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from schemas.signals import Severity, Signal, SignalKind
 from schemas.usage import KeyUsageEvent
-from stream_processors.core.clock import epoch_ms
+from stream_processors.core.clock import epoch_ms, from_epoch_ms
 from stream_processors.core.state import KeyState, MinuteAggregate
 from stream_processors.detectors.dedupe import claim_window
 from stream_processors.detectors.event_time import DAY_MS, MINUTE_MS, minute_text
@@ -40,6 +41,7 @@ class DormantKeyDetector:
     def __init__(self, thresholds: DormantKeyThresholds | None = None) -> None:
         self.thresholds = thresholds or DormantKeyThresholds()
         self._dormant_ms = self.thresholds.dormant_days * DAY_MS
+        self._dormant = timedelta(days=self.thresholds.dormant_days)
         self._window_ms = self.thresholds.window_minutes * MINUTE_MS
 
     def observe(
@@ -52,18 +54,21 @@ class DormantKeyDetector:
         if not events:
             return []
         memory = state.detector_state.setdefault(self.name, {})
-        last = memory.get("l", -1)
+        last_ms = memory.get("l", -1)
+        newest = from_epoch_ms(last_ms) if last_ms >= 0 else None
         signals: list[Signal] = []
         for event in events:
-            at_ms = epoch_ms(event.occurred_at)
-            if at_ms <= last:
-                continue
-            if last >= 0 and at_ms - last >= self._dormant_ms:
-                signal = self._revival(key_id, state, memory, event, last, at_ms)
-                if signal is not None:
-                    signals.append(signal)
-            last = at_ms
-        memory["l"] = last
+            at = event.occurred_at
+            if newest is not None:
+                if at <= newest:
+                    continue
+                if at - newest >= self._dormant:
+                    signal = self._revival(key_id, state, memory, event, epoch_ms(newest), epoch_ms(at))
+                    if signal is not None:
+                        signals.append(signal)
+            newest = at
+        if newest is not None:
+            memory["l"] = epoch_ms(newest)
         return signals
 
     def _revival(

@@ -19,6 +19,7 @@ from stream_processors.detectors.networks import (
     parent_of,
     parent_text,
 )
+from stream_processors.detectors.novelty import is_nomadic, note_discovery
 from stream_processors.detectors.signal_builder import build_signal, clip
 from stream_processors.detectors.wording import join_names, plural
 
@@ -29,10 +30,12 @@ class NewNetworkThresholds:
     """Networks seen in the key's first week are its own; nothing is reported before."""
     max_networks: int = 64
     """Networks remembered per key; the least recently used is forgotten first."""
-    diffuse_per_week: int = 32
-    """A key that meets more new networks than this in a week is a public client (mobile app, browser
-    SDK): new networks are normal for it and stay quiet for four weeks."""
-    diffuse_quiet_weeks: int = 4
+    nomad_networks: int = 6
+    """A key that met this many new networks within `nomad_days` (not counting its first two days) is
+    nomadic — a public client, a mobile app: new networks are normal for it and stay quiet, and it
+    remembers only `nomad_max_networks`."""
+    nomad_days: int = 28
+    nomad_max_networks: int = 16
     window_minutes: int = 60
 
 
@@ -45,8 +48,9 @@ class NewNetworkDetector:
       same internal network renumbered or rescheduled (Kubernetes, autoscaling): learnt silently;
     - a new /24 inside a public /16 (or /48 in a /32) the key already uses is reported at low severity.
     A first use from a public address by a key that was only ever used from private networks is high.
-    Memory: `f` first day, `n` {network: last day seen}, `k` [week, new networks that week], `z` last
-    diffuse week, `x` end of the last signalled window.
+    Nomadic keys (see `novelty`) stay quiet.
+    Memory: `f` first day, `n` {network: last day seen}, `k` days of the latest new networks, `x` end
+    of the last signalled window.
     """
 
     name = "new_network"
@@ -90,19 +94,19 @@ class NewNetworkDetector:
         self, key_id: str, state: KeyState, memory: dict[str, Any], event: KeyUsageEvent, network: str, day: int
     ) -> Signal | None:
         known: dict[str, int] = memory["n"]
-        learning_days = day - memory["f"]
-        week = day // 7
-        new_this_week = memory.get("k", [week, 0])
-        new_this_week = [week, 1] if new_this_week[0] != week else [week, new_this_week[1] + 1]
-        memory["k"] = new_this_week
-        if new_this_week[1] > self.thresholds.diffuse_per_week:
-            memory["z"] = week
+        limits = self.thresholds
+        parent = parent_of(network)
+        private_sibling = is_private(network) and any(parent_of(net) == parent for net in known)
         signal = None
-        diffuse = "z" in memory and week - memory["z"] < self.thresholds.diffuse_quiet_weeks
-        if learning_days >= self.thresholds.learning_days and not diffuse and known:
-            signal = self._judge(key_id, state, memory, event, network, learning_days)
+        if not private_sibling:  # renumbering inside the own private network is neither news nor nomadism
+            note_discovery(memory, day, memory["f"], limits.nomad_networks)
+            nomadic = is_nomadic(memory, day, limits.nomad_networks, limits.nomad_days)
+            if day - memory["f"] >= limits.learning_days and known and not nomadic:
+                signal = self._judge(key_id, state, memory, event, network, day - memory["f"])
         known[network] = day
-        if len(known) > self.thresholds.max_networks:
+        nomadic = is_nomadic(memory, day, limits.nomad_networks, limits.nomad_days)
+        cap = limits.nomad_max_networks if nomadic else limits.max_networks
+        while len(known) > cap:
             oldest = min(known.items(), key=lambda item: (item[1], item[0]))[0]
             del known[oldest]
         return signal
@@ -120,8 +124,6 @@ class NewNetworkDetector:
         parent = parent_of(network)
         siblings = sorted(net for net in known if parent_of(net) == parent)
         private = is_private(network)
-        if siblings and private:
-            return None  # the same internal network, renumbered: learnt silently
         at_ms = epoch_ms(event.occurred_at)
         window_start = claim_window(memory, at_ms, self._window_ms)
         if window_start is None:

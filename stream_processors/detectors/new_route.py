@@ -13,6 +13,7 @@ from stream_processors.core.clock import epoch_ms
 from stream_processors.core.state import KeyState, MinuteAggregate
 from stream_processors.detectors.dedupe import claim_window, window_open
 from stream_processors.detectors.event_time import MINUTE_MS, epoch_day, minute_text
+from stream_processors.detectors.novelty import is_nomadic, note_discovery
 from stream_processors.detectors.signal_builder import build_signal, clip
 from stream_processors.detectors.wording import join_names, plural
 
@@ -26,10 +27,12 @@ class NewRouteThresholds:
     """Routes remembered per key (as 32-bit fingerprints); the least recently used is forgotten first."""
     examples: int = 3
     """Route names kept verbatim, to say in a message what the key usually calls."""
-    diffuse_per_week: int = 32
-    """More new routes than this in a week means the routes are not templated (ids in paths):
-    the detector stays quiet for such a key for four weeks."""
-    diffuse_quiet_weeks: int = 4
+    nomad_routes: int = 6
+    """A key that called this many new routes within `nomad_days` (not counting its first two days) is
+    nomadic — typically routes that are not templated (`/v1/orders/1234`): it stays quiet and
+    remembers only `nomad_max_routes`."""
+    nomad_days: int = 28
+    nomad_max_routes: int = 16
     window_minutes: int = 60
 
 
@@ -48,8 +51,9 @@ class NewRouteDetector:
 
     Severity: a first write (POST, PUT, PATCH, DELETE, ...) by a key that only ever read is high;
     a new write route is medium; a new read route is low.
+    Nomadic keys (see `novelty`) stay quiet.
     Memory: `f` first day, `r` {fingerprint: last day}, `e` example names, `w` 1 once the key wrote,
-    `k` [week, new routes that week], `z` last diffuse week, `x` end of the last signalled window.
+    `k` days of the latest new routes, `x` end of the last signalled window.
     """
 
     name = "new_route"
@@ -93,17 +97,13 @@ class NewRouteDetector:
         self, key_id: str, state: KeyState, memory: dict[str, Any], event: KeyUsageEvent, print_: str, day: int
     ) -> Signal | None:
         known: dict[str, int] = memory["r"]
-        week = day // 7
-        new_this_week = memory.get("k", [week, 0])
-        new_this_week = [week, 1] if new_this_week[0] != week else [week, new_this_week[1] + 1]
-        memory["k"] = new_this_week
-        if new_this_week[1] > self.thresholds.diffuse_per_week:
-            memory["z"] = week
-        diffuse = "z" in memory and week - memory["z"] < self.thresholds.diffuse_quiet_weeks
+        limits = self.thresholds
+        note_discovery(memory, day, memory["f"], limits.nomad_routes)
+        nomadic = is_nomadic(memory, day, limits.nomad_routes, limits.nomad_days)
         history_days = day - memory["f"]
         writes = event.method not in READ_METHODS
         signal = None
-        if history_days >= self.thresholds.learning_days and not diffuse and known:
+        if history_days >= limits.learning_days and not nomadic and known:
             at_ms = epoch_ms(event.occurred_at)
             if window_open(memory, at_ms, self._window_ms):
                 signal = self._signal(key_id, state, memory, event, at_ms, history_days, writes)
@@ -112,7 +112,8 @@ class NewRouteDetector:
             memory["w"] = 1
         if len(memory["e"]) < self.thresholds.examples:
             memory["e"].append(route_name(event)[:80])
-        if len(known) > self.thresholds.max_routes:
+        cap = limits.nomad_max_routes if nomadic else limits.max_routes
+        while len(known) > cap:
             oldest = min(known.items(), key=lambda item: (item[1], item[0]))[0]
             del known[oldest]
         return signal

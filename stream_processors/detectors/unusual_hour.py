@@ -40,7 +40,10 @@ class UnusualHourThresholds:
     """A key seen in fewer distinct hours than this has no pattern to break yet."""
     quiet_stretch_hours: int = 6
     """The hour must lie in a stretch of at least this many consecutive never-active hours of the week
-    (a night, a weekend): a single gap in an otherwise busy week is just a quiet hour."""
+    (a night): a single gap in an otherwise busy week is just a quiet hour ..."""
+    quiet_day_stretch_hours: int = 24
+    """... and, when the key is active at that hour on other days, a stretch of at least a whole day
+    (a weekend of a weekday key): sparse weekend evenings of a busy key are not unusual."""
     window_hours: int = 6
 
 
@@ -49,8 +52,8 @@ class UnusualHourDetector:
 
     An active hour is unusual when that hour of the week and the hours before and after it (so a job
     drifting across a full hour or a daylight-saving shift is not unusual) were never active, it lies
-    in a never-active stretch of at least `quiet_stretch_hours`, and the key has had no such surprise
-    for `regular_days`.
+    in a never-active stretch of at least `quiet_stretch_hours` (`quiet_day_stretch_hours` if the key
+    is active at that hour on other days), and the key has had no such surprise for `regular_days`.
     Severity: medium when the key was never active at that hour (±1 h) on any day, low when it was
     on other days (e.g. a first Saturday for a weekday key).
     Memory: `f` first day, `p` packed counts, `n` active hours, `a` recent active hours (epoch
@@ -105,7 +108,10 @@ class UnusualHourDetector:
             and not count_at(packed, (slot + 1) % WEEK_HOURS)
         ):
             counts = read_counts(packed)
-            if quiet_stretch(counts, slot) >= self.thresholds.quiet_stretch_hours:
+            stretch = quiet_stretch(counts, slot)
+            if stretch >= self.thresholds.quiet_stretch_hours and (
+                stretch >= self.thresholds.quiet_day_stretch_hours or not active_at_hour_of_day(counts, slot)
+            ):
                 last_surprise = memory["s"]
                 regular = last_surprise < 0 or hour - last_surprise >= self.thresholds.regular_days * 24
                 learnt = (
@@ -137,8 +143,7 @@ class UnusualHourDetector:
         weekday, hour_of_day = divmod(slot, 24)
         active_days = [d for d in range(7) if any(counts[d * 24 : d * 24 + 24])]
         active_hours = [h for h in range(24) if any(counts[d * 24 + h] for d in range(7))]
-        nearby = {(hour_of_day - 1) % 24, hour_of_day, (hour_of_day + 1) % 24}
-        never_at_this_hour = not nearby & set(active_hours)
+        never_at_this_hour = not active_at_hour_of_day(counts, slot)
         first, last = (hour_of_day - 1) % 24, (hour_of_day + 2) % 24
         route = f"{event.method} {clip(event.route)}"
         message = (
@@ -191,3 +196,11 @@ def quiet_stretch(counts: list[int], slot: int) -> int:
                 break
             length += 1
     return length
+
+
+def active_at_hour_of_day(counts: list[int], slot: int) -> bool:
+    """Whether the key was ever active at this hour of the day (±1 h) on any day of the week."""
+    hour_of_day = slot % 24
+    return any(
+        counts[day * 24 + (hour_of_day + delta) % 24] for day in range(7) for delta in (-1, 0, 1)
+    )

@@ -60,9 +60,18 @@ def test_ipv6_networks_are_slash48():
     assert [s.evidence["networks"] for s in signals] == [["2001:db9:77::/48"]]
 
 
-def test_one_signal_per_hour_and_memory_stays_bounded_for_a_key_used_from_everywhere():
+def test_a_key_used_from_everywhere_gives_one_signal_then_is_nomadic_and_remembers_less():
     history = steady("key_n", days=14, ips=("198.51.100.10",))
     flood = [event("key_n", AFTER + timedelta(seconds=20 * i), ip=f"203.{i // 200}.{i % 200}.1") for i in range(500)]
     signals, states = run([NewNetworkDetector()], history + flood)
-    assert len(signals) == 1  # one in the first hour; after 32 new networks in a week the key is diffuse
-    assert len(states["key_n"].detector_state["new_network"]["n"]) == 64
+    assert len(signals) == 1  # one in the first hour; from the sixth new network on, the key is nomadic
+    assert len(states["key_n"].detector_state["new_network"]["n"]) == 16
+
+
+def test_a_nomadic_key_is_quiet_until_it_has_settled_for_four_weeks():
+    roaming = [event("key_n", START + timedelta(days=day, hours=12), ip=f"198.51.{day}.1") for day in range(2, 9)]
+    history = steady("key_n", days=50, every_s=3600, ips=("198.51.100.10",))
+    new_at_day_12 = event("key_n", START + timedelta(days=12, hours=9), ip="203.0.113.7")
+    new_at_day_40 = event("key_n", START + timedelta(days=40, hours=9), ip="192.0.2.7")
+    signals, _ = run([NewNetworkDetector()], history + roaming + [new_at_day_12, new_at_day_40])
+    assert [s.evidence["networks"] for s in signals] == [["192.0.2.0/24"]]

@@ -45,9 +45,9 @@ def test_quiet_during_learning():
     assert run([NewRouteDetector()], events)[0] == []
 
 
-def test_untemplated_routes_make_the_key_diffuse_and_quiet():
+def test_untemplated_routes_make_the_key_nomadic_and_quiet():
     history = steady("key_r", days=14)
     raw = [event("key_r", AFTER + timedelta(minutes=i), route=f"/v1/orders/{1000 + i}") for i in range(300)]
     signals, states = run([NewRouteDetector()], history + raw)
-    assert len(signals) == 1  # the first one, in the first hour; then more than 32 new in a week: diffuse
-    assert len(states["key_r"].detector_state["new_route"]["r"]) == 64
+    assert len(signals) == 1  # the first one, in the first hour; from the sixth new route on, nomadic
+    assert len(states["key_r"].detector_state["new_route"]["r"]) == 16

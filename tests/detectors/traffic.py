@@ -280,3 +280,78 @@ def random_population(count: int, seed: int, *, min_daily: float = 20, max_daily
             )
         )
     return keys
+
+
+@dataclass(frozen=True)
+class HeavyKey:
+    """A busy key simulated at minute level (counts only), for the detectors that judge closed minutes."""
+
+    key_id: str
+    per_minute: float
+    """Mean requests per minute on a weekday (before rhythm and growth)."""
+    rhythm: str = "diurnal"
+    weekend_share: float = 0.5
+    growth_per_week: float = 0.0
+    fleet: int = 4
+    """Client hosts; a minute's distinct IPs follow from its requests."""
+    refusal_share: float = 0.002
+    batch: BatchJob | None = None
+
+
+def heavy_population(count: int, seed: int) -> list[HeavyKey]:
+    """Busy keys (about 5 to 2,000 requests a minute) with rhythms, growth, fleets and weekly jobs."""
+    rng = random.Random(seed)
+    keys = []
+    for index in range(count):
+        per_minute = math.exp(rng.uniform(math.log(5), math.log(2000)))
+        batch = None
+        if rng.random() < 0.3:
+            batch = BatchJob(weekday=rng.randrange(7), hour=rng.randrange(24), minute=rng.randrange(30),
+                             duration_minutes=rng.randint(5, 30), per_minute=per_minute * rng.uniform(2, 10),
+                             ips=tuple(f"10.99.{index % 250}.{i}" for i in range(rng.randint(1, 30))))
+        keys.append(HeavyKey(
+            key_id=f"key_heavy_{seed}_{index}",
+            per_minute=per_minute,
+            rhythm=rng.choice(("business", "diurnal", "flat")),
+            weekend_share=rng.choice((0.1, 0.5, 1.0)),
+            growth_per_week=rng.choice((0.0, 0.05, 0.1)),
+            fleet=rng.choice((1, 2, 4, 8, 30, 200)),
+            refusal_share=rng.choice((0.0, 0.002, 0.01, 0.05)),
+            batch=batch,
+        ))
+    return keys
+
+
+def heavy_minutes(key: HeavyKey, days: int, rng: random.Random, start: datetime = SIM_START):
+    """(minute_start_s, MinuteAggregate) of every active minute, hour by hour (lists of up to 60)."""
+    from stream_processors.core.state import OUTCOME_INDEX, MinuteAggregate
+
+    weights = hour_weights(key.rhythm)
+    mean_weight = sum(weights) / 24
+    fleet = [f"10.77.{i // 250}.{i % 250}" for i in range(key.fleet)]
+    start_s = int(start.timestamp())
+    ok, limited = OUTCOME_INDEX[Outcome.OK], OUTCOME_INDEX[Outcome.RATE_LIMITED]
+    for day in range(days):
+        weekday = (start + timedelta(days=day)).weekday()
+        growth = (1 + key.growth_per_week) ** (day / 7)
+        day_factor = rng.lognormvariate(0, 0.15) * (key.weekend_share if weekday >= 5 else 1.0)
+        for hour in range(24):
+            rate = key.per_minute * growth * day_factor * weights[hour] / mean_weight * rng.lognormvariate(0, 0.2)
+            minutes = []
+            for minute in range(60):
+                requests = poisson(rng, rate * rng.lognormvariate(0, 0.3))
+                ips = fleet
+                job = key.batch
+                if job and job.weekday == weekday and job.hour == hour and job.minute <= minute < job.minute + job.duration_minutes:
+                    requests += poisson(rng, job.per_minute * growth)
+                    ips = fleet + list(job.ips)
+                if not requests:
+                    continue
+                distinct = min(len(ips), requests) if requests < 3 * len(ips) else len(ips)
+                refused = poisson(rng, key.refusal_share * requests)
+                outcomes = [0] * len(OUTCOME_INDEX)
+                outcomes[ok], outcomes[limited] = requests - min(refused, requests), min(refused, requests)
+                aggregate = MinuteAggregate(requests=requests, outcomes=outcomes, ips=set(ips[:distinct]))
+                minutes.append((start_s + ((day * 24 + hour) * 60 + minute) * 60, aggregate))
+            if minutes:
+                yield minutes

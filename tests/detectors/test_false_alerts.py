@@ -1,0 +1,71 @@
+"""False alerts on normal traffic, per 1,000 key-days after the learning period (target: at most 1).
+
+The population's habits are varied and normal (see `traffic.random_population`): volumes, rhythms,
+weekly jobs, growth, moves inside the own network, some rate limiting. The figures are printed; the
+assertions are generous bounds, the measured values go to the report.
+"""
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from stream_processors.core import KeyState, UsageAggregator
+from stream_processors.detectors import (
+    DenialBurstDetector,
+    ManyIpsDetector,
+    RateSpikeDetector,
+    default_detectors,
+)
+from tests.detectors.traffic import SIM_START, heavy_minutes, heavy_population, random_population, simulate
+
+LEARNING_DAYS = 14
+
+
+def false_alerts(keys, days, seed):
+    """Signals raised after the learning weeks, and the key-days they were raised in."""
+    result = simulate(UsageAggregator(detectors=default_detectors()), keys, days, seed=seed)
+    cut = SIM_START + timedelta(days=LEARNING_DAYS)
+    after = [signal for signal in result.signals if signal.detected_at >= cut]
+    return after, len(keys) * (days - LEARNING_DAYS), result.events
+
+
+def report(label, after, key_days, events):
+    rate = 1000 * len(after) / key_days
+    print(f"\n{label}: {len(after)} signals in {key_days} key-days after learning ({events:,} events) "
+          f"= {rate:.2f} per 1000 key-days; {dict(Counter(s.kind.value for s in after))}")
+    for signal in after:
+        print("  ", signal.severity.value, signal.message)
+    return rate
+
+
+def test_a_small_population_raises_almost_nothing_after_learning():
+    keys = random_population(12, seed=101, max_daily=800)
+    after, key_days, events = false_alerts(keys, days=LEARNING_DAYS + 14, seed=101)
+    report("12 keys x 14 days", after, key_days, events)
+    assert len(after) <= 1
+
+
+@pytest.mark.slow
+def test_false_alerts_per_1000_key_days_for_200_keys_over_30_days():
+    after, key_days, events = false_alerts(random_population(200, seed=202), days=LEARNING_DAYS + 30, seed=202)
+    assert report("200 keys x 30 days", after, key_days, events) <= 2.0
+
+
+@pytest.mark.slow
+def test_busy_keys_raise_almost_no_rate_ip_or_refusal_alerts():
+    """Busy keys (5–2,000 requests a minute) at minute level, through the detectors that judge minutes."""
+    import random
+
+    detectors = [RateSpikeDetector(), ManyIpsDetector(), DenialBurstDetector()]
+    keys, days = heavy_population(60, seed=303), LEARNING_DAYS + 30
+    cut_s = int((SIM_START + timedelta(days=LEARNING_DAYS)).timestamp())
+    after = []
+    for key in keys:
+        state, rng = KeyState(project_id="proj_sim"), random.Random(key.key_id)
+        for hour in heavy_minutes(key, days, rng):
+            for detector in detectors:
+                for signal in detector.observe(key.key_id, state, [], hour):
+                    if signal.window_start.timestamp() >= cut_s:
+                        after.append(signal)
+    assert report("60 busy keys x 30 days (minute level)", after, len(keys) * 30, 0) <= 2.0
