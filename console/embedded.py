@@ -15,6 +15,7 @@ from stream_processors.core.aggregate import BatchResult, UsageAggregator
 from stream_processors.detectors import default_detectors
 from stream_processors.projector import LastUsedProjector
 from stream_processors.sinks.clickhouse import ClickHouseSink
+from stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
 from stream_processors.state_stores import InMemoryStates
 
 
@@ -31,9 +32,11 @@ class EmbeddedPipeline:
         self.settings = settings
         self.clickhouse = clickhouse or open_clickhouse(settings.clickhouse_url)
         migrate(self.clickhouse)
+        self.audit_trail = ClickHouseLifecycleSink(self.clickhouse)
         self.keystore = keystore or KeyStore.open(
-            settings.keystore_url, settings.hashing_secret(), env=settings.key_env
+            settings.keystore_url, settings.hashing_secret(), env=settings.key_env, lifecycle_sink=self.audit_trail
         )
+        self.keystore.publish_pending_events(self.audit_trail)  # whatever earlier processes left in the outbox
         self.states = InMemoryStates()
         self.aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
         self.sink = ClickHouseSink(self.clickhouse)

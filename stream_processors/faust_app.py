@@ -15,15 +15,23 @@ import logging
 from dataclasses import dataclass, field
 
 import faust
+from pydantic import ValidationError
 
 from console.settings import Settings
+from schemas.lifecycle import KeyLifecycleEvent
 from schemas.topics import Topics
 from sql.backends import open_clickhouse
 from sql.migrate import migrate
-from stream_processors.codec import InvalidEvent, decode_usage_event, redact_secrets
+from stream_processors.codec import (
+    InvalidEvent,
+    decode_usage_event,
+    describe_validation_error,
+    redact_secrets,
+)
 from stream_processors.core.aggregate import UsageAggregator
 from stream_processors.detectors import default_detectors
 from stream_processors.sinks.clickhouse import ClickHouseSink
+from stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
 from stream_processors.state_stores import SerializedStateOverlay
 from stream_processors.topics_admin import ensure_topics
 
@@ -122,5 +130,28 @@ def build_worker_app(settings: Settings) -> faust.App:
             counters.events += len(result.accepted)
             counters.duplicates += result.duplicates
             counters.late += len(result.late)
+
+    keys_topic = app.topic(Topics.KEYS.value, key_type=bytes, value_type=bytes, partitions=partitions)
+    audit_trail = ClickHouseLifecycleSink(backend)
+
+    @app.agent(keys_topic, name="key-audit-trail", concurrency=1)
+    async def store_audit_trail(stream: faust.StreamT) -> None:
+        """Admin actions from the key store into ClickHouse (deduplicated there by event_id)."""
+        loop = asyncio.get_running_loop()
+        async for payloads in stream.take(1000, within=1.0):
+            events = []
+            for payload in payloads:
+                try:
+                    events.append(KeyLifecycleEvent.model_validate_json(payload))
+                except ValidationError as exc:
+                    await dlq_topic.send(
+                        value=redact_secrets(payload),
+                        headers=[
+                            (DLQ_REASON_HEADER, describe_validation_error(exc).encode()),
+                            (DLQ_CODE_HEADER, b"invalid_lifecycle_event"),
+                            (DLQ_SOURCE_HEADER, Topics.KEYS.value.encode()),
+                        ],
+                    )
+            await loop.run_in_executor(None, audit_trail.write_events, events)
 
     return app
