@@ -170,6 +170,7 @@ class Demo:
         self.seen_signals: set[str] = set()
         self.seen_alerts: set[str] = set()
         self.started = time.monotonic()
+        self.live_began = self.started
         self.report: DemoReport | None = None
         self.sim_now = datetime.now(UTC)
         self.server: DemoServer | None = None
@@ -319,19 +320,19 @@ class Demo:
         signals, alerts = self._findings()
         names = {a.key_id: a.slug for a in self.actors}
         assert self.report is not None
-        elapsed = round(time.monotonic() - self.started, 1)
+        elapsed = round(time.monotonic() - self.live_began, 1)
         for row in signals:
             if row["id"] not in self.seen_signals:
                 self.seen_signals.add(row["id"])
                 self.report.first_signal_seconds = self.report.first_signal_seconds or elapsed
                 self.console.print(f"  [magenta]signal[/] {row['kind']:<20} {row['severity']:<8} "
-                                   f"{names[row['key_id']]:<17} {_first_sentence(row['message'])}")
+                                   f"{names[row['key_id']]:<17} {_first_sentence(row['message'])}", soft_wrap=True)
         for row in alerts:
             if row["id"] not in self.seen_alerts:
                 self.seen_alerts.add(row["id"])
                 self.report.first_alert_seconds = self.report.first_alert_seconds or elapsed
                 self.console.print(f"  [red]alert [/] {row['rule']:<20} {row['severity']:<8} "
-                                   f"{names[row['key_id']]:<17} {_first_sentence(row['message'])}")
+                                   f"{names[row['key_id']]:<17} {_first_sentence(row['message'])}", soft_wrap=True)
         if self.report.all_caught_seconds is None and all(k.caught for k in self._outcomes(signals, alerts)
                                                           if k.incident):
             self.report.all_caught_seconds = elapsed
@@ -366,29 +367,34 @@ class Demo:
         self.console.print(f"{hint} [bold cyan]{url}/[/] and sign in with the admin key (demo data only):\n"
                            f"  {admin}\n  (also in {key_file}; API docs at {url}/docs)")
         self.console.print("Three security questions, answered by the running server's API:")
-        self.console.print(f"  # what needs a human now?\n  curl -s {auth} '{url}/v1/alerts?status=open'")
+        self.console.print(f"  # what needs a human now?\n  curl -s {auth} '{url}/v1/alerts?status=open'", soft_wrap=True)
         self.console.print(f"  # where was the leaked partner key used from?\n"
-                           f"  curl -s {auth} '{url}/v1/usage/key_networks?key_id={leaked}'")
+                           f"  curl -s {auth} '{url}/v1/usage/key_networks?key_id={leaked}'", soft_wrap=True)
         self.console.print(f"  # is anyone still using a revoked, expired or disabled key?\n"
-                           f"  curl -s {auth} '{url}/v1/usage/inactive_key_use'")
+                           f"  curl -s {auth} '{url}/v1/usage/inactive_key_use'", soft_wrap=True)
         self.console.rule()
 
     # ------------------------------------------------------------------ the whole run
     def run(self) -> DemoReport:
-        stop_at = None if self.duration is None else self.started + self.duration
         story_wall = self.duration if self.duration is not None else STORY_SECONDS
-        span = max(timedelta(seconds=story_wall * self.speed), MIN_LIVE_SPAN)
+        if story_wall * self.speed < MIN_LIVE_SPAN.total_seconds():
+            self.speed = MIN_LIVE_SPAN.total_seconds() / story_wall
+            self.console.print(f"[dim]speed raised to {self.speed:g}x so the story ({MIN_LIVE_SPAN} simulated) "
+                               "fits in the live phase[/]")
+        span = timedelta(seconds=story_wall * self.speed)
         try:
             self.start()
             live_start = _ms(datetime.now(UTC) - span)
             self._create_keys(live_start)
             self.console.print(f"created {len(self.actors)} keys in projects shop, payments and search; "
-                               f"history starts {min(a.active_from for a in self.actors).days} days back")
+                               f"history starts {max(a.active_from for a in self.actors).days} days back")
             self.backfill(live_start)
             self.where_to_look()
             self.console.print(f"live: simulated time runs at {self.speed:g}x from {live_start:%a %H:%M} UTC "
-                               f"({span} of story) then follows the clock; "
-                               + ("Ctrl-C to stop" if stop_at is None else f"stops after {self.duration:g} s"))
+                               f"({span} of story), then follows the clock; "
+                               + ("Ctrl-C to stop" if self.duration is None else f"stops after {self.duration:g} s"))
+            self.live_began = time.monotonic()
+            stop_at = None if self.duration is None else self.live_began + self.duration
             self.live(live_start, span, stop_at)
         except KeyboardInterrupt:
             self.console.print("\n[bold]stopping[/] (Ctrl-C)")

@@ -58,7 +58,7 @@ class Actor:
     """Average requests a minute at the busiest hour."""
     peak_hour: int = 14
     night_share: float = 0.35
-    active_from: timedelta = timedelta(days=28)
+    active_from: timedelta = timedelta(days=21)
     """How long before the live phase the key's traffic starts."""
     active_until: timedelta | None = None
     """How long before the live phase the key's traffic stops (None = it keeps going)."""
@@ -84,42 +84,42 @@ class Actor:
 def cast() -> list[Actor]:
     """The keys of the demo: four normal ones and six that play an incident."""
     return [
-        Actor("checkout-web", "checkout web frontend", "shop", "checkout-api", "10.20.30", 1.6),
-        Actor("catalog-sync", "catalog sync job", "shop", "catalog-api", "10.20.41", 0.9, peak_hour=3),
-        Actor("billing-worker", "billing worker", "payments", "billing-api", "10.30.8", 1.2, peak_hour=10),
-        Actor("search-frontend", "search frontend", "search", "catalog-api", "10.50.2", 1.4, peak_hour=18),
+        Actor("checkout-web", "checkout web frontend", "shop", "checkout-api", "10.20.30", 0.5),
+        Actor("catalog-sync", "catalog sync job", "shop", "catalog-api", "10.20.41", 0.3, peak_hour=3),
+        Actor("billing-worker", "billing worker", "payments", "billing-api", "10.30.8", 0.4, peak_hour=10),
+        Actor("search-frontend", "search frontend", "search", "catalog-api", "10.50.2", 0.4, peak_hour=18),
         Actor(
-            "partner-feed", "partner feed (leaked)", "shop", "checkout-api", "10.40.2", 1.0,
+            "partner-feed", "partner feed (leaked)", "shop", "checkout-api", "10.40.2", 0.35,
             incident="leaked key", headline="a partner's key leaks and is used from new public networks",
             expect_signals=("new_network",), expect_alerts=("new_network",),
         ),
         Actor(
-            "legacy-reporting", "legacy reporting (revoked)", "payments", "reports-api", "10.30.77", 0.6,
+            "legacy-reporting", "legacy reporting (revoked)", "payments", "reports-api", "10.30.77", 0.3,
             incident="revoked key still tried",
             headline="a key is revoked, but a forgotten cron job keeps trying it",
             expect_signals=("use_of_inactive_key",), expect_alerts=("use_of_inactive_key",),
         ),
         Actor(
-            "ml-batch", "ML batch export (dormant)", "search", "catalog-api", "10.50.90", 1.5,
-            active_from=timedelta(days=75), active_until=timedelta(days=40),
+            "ml-batch", "ML batch export (dormant)", "search", "catalog-api", "10.50.90", 0.3,
+            active_from=timedelta(days=56), active_until=timedelta(days=40),
             incident="dormant key wakes up",
             headline="a key silent for 40 days suddenly starts working again, from a new address",
             expect_signals=("dormant_key_active",), expect_alerts=("dormant_key_active",),
         ),
         Actor(
-            "mobile-app", "mobile app backend (probed)", "shop", "checkout-api", "10.20.55", 1.8,
+            "mobile-app", "mobile app backend (probed)", "shop", "catalog-api", "10.20.55", 0.6, night_share=1.0,
             incident="route probing",
             headline="someone with the key probes admin and write routes it never called",
             expect_signals=("new_route", "denial_burst"), expect_alerts=("new_route", "denial_burst"),
         ),
         Actor(
-            "old-exporter", "old exporter (idle)", "payments", "billing-api", "10.30.12", 0.4,
-            active_from=timedelta(days=150), active_until=timedelta(days=100),
+            "old-exporter", "old exporter (idle)", "payments", "billing-api", "10.30.12", 0.2,
+            active_from=timedelta(days=114), active_until=timedelta(days=100),
             incident="key left idle", headline="a key nobody has used for 100 days is still active",
             expect_alerts=("idle",),
         ),
         Actor(
-            "invoice-sync", "invoice sync (expiring)", "payments", "billing-api", "10.30.20", 0.8,
+            "invoice-sync", "invoice sync (expiring)", "payments", "billing-api", "10.30.20", 0.3,
             incident="key about to expire", headline="a key in daily use expires in 3 days",
             expect_alerts=("expiring_soon",), expires_in=timedelta(days=3),
         ),
@@ -159,14 +159,14 @@ def normal_traffic(
     """`actor`'s ordinary requests in [start, end), in time order (a thinned Poisson process)."""
     events: list[KeyUsageEvent] = []
     peak = actor.per_minute / 60
-    moment = actor.next_at if actor.next_at is not None and actor.next_at >= start else start
-    while True:
-        moment = moment + timedelta(seconds=rng.expovariate(peak))
-        if moment >= end:
-            actor.next_at = moment
-            return events
+    pending = actor.next_at
+    moment = pending if pending is not None and pending >= start else start + timedelta(seconds=rng.expovariate(peak))
+    while moment < end:
         if rng.random() < actor.rate(moment) / peak:
             events.append(usage_event(rng, actor, moment, outcome=outcome))
+        moment = moment + timedelta(seconds=rng.expovariate(peak))
+    actor.next_at = moment
+    return events
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +188,9 @@ SCENES = (
 
 ATTACKER_NETWORKS = ("203.0.113", "198.51.100", "185.220.101")
 PROBE_CALLS = (
-    Call("GET", "/v1/admin/users", 1), Call("GET", "/v1/admin/keys", 1), Call("GET", "/internal/debug/vars", 1),
-    Call("GET", "/v1/customers/export", 1), Call("DELETE", "/v1/orders/{order_id}", 1),
-    Call("PUT", "/v1/admin/settings", 1),
+    Call("DELETE", "/v1/products/{sku}", 1), Call("GET", "/v1/admin/users", 1), Call("GET", "/v1/admin/keys", 1),
+    Call("GET", "/internal/debug/vars", 1), Call("PUT", "/v1/admin/settings", 1),
+    Call("GET", "/v1/customers/export", 1),
 )
 
 
