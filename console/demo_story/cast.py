@@ -84,17 +84,17 @@ class Actor:
 def cast() -> list[Actor]:
     """The keys of the demo: four normal ones and six that play an incident."""
     return [
-        Actor("checkout-web", "checkout web frontend", "shop", "checkout-api", "10.20.30", 0.5),
-        Actor("catalog-sync", "catalog sync job", "shop", "catalog-api", "10.20.41", 0.3, peak_hour=3),
-        Actor("billing-worker", "billing worker", "payments", "billing-api", "10.30.8", 0.4, peak_hour=10),
-        Actor("search-frontend", "search frontend", "search", "catalog-api", "10.50.2", 0.4, peak_hour=18),
+        Actor("checkout-web", "checkout web frontend", "shop", "checkout-api", "10.20.30", 0.35),
+        Actor("catalog-sync", "catalog sync job", "shop", "catalog-api", "10.20.41", 0.25, peak_hour=3),
+        Actor("billing-worker", "billing worker", "payments", "billing-api", "10.30.8", 0.3, peak_hour=10),
+        Actor("search-frontend", "search frontend", "search", "catalog-api", "10.50.2", 0.3, peak_hour=18),
         Actor(
-            "partner-feed", "partner feed (leaked)", "shop", "checkout-api", "10.40.2", 0.35,
+            "partner-feed", "partner feed (leaked)", "shop", "checkout-api", "10.40.2", 0.25,
             incident="leaked key", headline="a partner's key leaks and is used from new public networks",
             expect_signals=("new_network",), expect_alerts=("new_network",),
         ),
         Actor(
-            "legacy-reporting", "legacy reporting (revoked)", "payments", "reports-api", "10.30.77", 0.3,
+            "legacy-reporting", "legacy reporting (revoked)", "payments", "reports-api", "10.30.77", 0.4, night_share=1.0,
             incident="revoked key still tried",
             headline="a key is revoked, but a forgotten cron job keeps trying it",
             expect_signals=("use_of_inactive_key",), expect_alerts=("use_of_inactive_key",),
@@ -107,7 +107,7 @@ def cast() -> list[Actor]:
             expect_signals=("dormant_key_active",), expect_alerts=("dormant_key_active",),
         ),
         Actor(
-            "mobile-app", "mobile app backend (probed)", "shop", "catalog-api", "10.20.55", 0.6, night_share=1.0,
+            "mobile-app", "mobile app backend (probed)", "shop", "catalog-api", "10.20.55", 0.8, night_share=1.0,
             incident="route probing",
             headline="someone with the key probes admin and write routes it never called",
             expect_signals=("new_route", "denial_burst"), expect_alerts=("new_route", "denial_burst"),
@@ -119,7 +119,7 @@ def cast() -> list[Actor]:
             expect_alerts=("idle",),
         ),
         Actor(
-            "invoice-sync", "invoice sync (expiring)", "payments", "billing-api", "10.30.20", 0.3,
+            "invoice-sync", "invoice sync (expiring)", "payments", "billing-api", "10.30.20", 0.25,
             incident="key about to expire", headline="a key in daily use expires in 3 days",
             expect_alerts=("expiring_soon",), expires_in=timedelta(days=3),
         ),
