@@ -44,7 +44,7 @@ TABLE_COLUMNS = {
     "top_keys": ("key_id", "project_id", "total_requests", "total_errors", "total_denials", "error_rate", "denial_rate"),
     "project_usage": ("project_id", "active_keys", "total_requests", "total_errors", "total_denials", "error_rate",
                       "denial_rate"),
-    "keys_many_networks": ("key_id", "project_id", "networks", "ips", "requests", "sample_networks"),
+    "keys_many_networks": ("key_id", "project_id", "networks", "ips", "total_requests", "sample_networks"),
     "denial_storms": ("key_id", "project_id", "bucket_start", "denials", "ips", "outcomes", "sample_ips"),
     "inactive_key_use": ("key_id", "project_id", "state", "inactive_since", "requests", "accepted", "ips", "last_seen"),
     "idle_keys": ("key_id", "project_id", "last_used_at", "idle_days", "last_used_ip", "last_service"),

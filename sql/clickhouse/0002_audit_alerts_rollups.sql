@@ -9,12 +9,17 @@
 -- a re-delivered batch twice, and summing key_usage_minute blocks counts every revision of a
 -- minute (the sink re-sends a minute's FULL value whenever a late event lands). Aggregate states
 -- that would be idempotent (maxMap per minute, uniqExact of event ids) are far too slow to merge.
--- So each rollup is recomputed, for exactly the keys and hours (days) whose minutes were written
--- since its last refresh, from key_usage_minute FINAL (counts) and usage_events (distinct
--- addresses), and appended to a ReplacingMergeTree where the newest computation replaces the
--- older one. Re-inserting any batch recomputes the same numbers; nothing is ever added twice.
+-- So the hourly rollup is recomputed, for exactly the key-hours whose minutes were written since
+-- its last refresh, from key_usage_minute FINAL (counts) and usage_events (the sets of addresses,
+-- networks, routes and clients), and appended to a ReplacingMergeTree where the newest
+-- computation replaces the older one; the daily rollup is recomputed the same way from the hourly
+-- one. Re-inserting any batch recomputes the same numbers; nothing is ever added twice.
+--
 -- key_usage_minute.inserted_at (filled by ClickHouse, not by the sink) tells a refresh what is new;
--- a refresh looks 5 minutes further back than its last run to cover inserts still in flight.
+-- a refresh looks 1 minute further back than its last run, to cover inserts still in flight
+-- (an INSERT that takes longer than that can be missed until the next write to its key-hour).
+-- The view usage_hourly is exact at any moment: it takes the stored hours that no insert touched
+-- since the last refresh and recomputes the others on the fly, so nobody waits for a refresh.
 -- The first refresh (at creation) covers all existing data, so no separate backfill is needed.
 -- ClickHouse servers need version 24.10 or later (refreshable views without the experimental flag).
 
@@ -71,9 +76,9 @@ COMMENT 'Alert state; every change is a new row with a later updated_at, read wi
 
 CREATE TABLE IF NOT EXISTS key_usage_hourly
 (
-    project_id           LowCardinality(String),
-    hour                 DateTime('UTC'),
     key_id               String,
+    hour                 DateTime('UTC'),
+    project_id           LowCardinality(String),
     requests             UInt64,
     errors               UInt64,
     denials              UInt64,
@@ -88,15 +93,19 @@ CREATE TABLE IF NOT EXISTS key_usage_hourly
     request_bytes        UInt64,
     response_bytes       UInt64,
     active_minutes       UInt16,
+    ips_seen             Array(IPv6) CODEC(ZSTD(1)) COMMENT 'distinct client addresses of the hour (on-time events)',
+    networks_seen        Array(IPv6) CODEC(ZSTD(1)) COMMENT 'distinct client networks (IPv4 /24, IPv6 /48)',
+    routes_seen          Array(LowCardinality(String)) COMMENT 'distinct route templates',
+    user_agents_seen     Array(LowCardinality(String)) COMMENT 'distinct user agents',
     distinct_ips         UInt32,
     distinct_networks    UInt32,
     computed_at          DateTime64(3, 'UTC') COMMENT 'when this row was computed; the newest computation wins'
 )
 ENGINE = ReplacingMergeTree(computed_at)
-PARTITION BY toYYYYMM(hour)
-ORDER BY (project_id, hour, key_id)
+PARTITION BY toMonday(hour)
+ORDER BY (key_id, hour)
 TTL hour + INTERVAL 400 DAY
-COMMENT 'Full values per key and hour, recomputed by key_usage_hourly_refresh; read with FINAL or through usage_hourly';
+COMMENT 'Full values per key and hour, recomputed by key_usage_hourly_refresh; read through usage_hourly';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS key_usage_hourly_refresh
 REFRESH EVERY 1 MINUTE APPEND TO key_usage_hourly AS
@@ -104,18 +113,19 @@ WITH touched AS
 (
     SELECT DISTINCT key_id, toStartOfHour(minute) AS hour
     FROM key_usage_minute
-    WHERE inserted_at >= (SELECT max(computed_at) FROM key_usage_hourly) - INTERVAL 5 MINUTE
+    WHERE inserted_at >= (SELECT max(computed_at) FROM key_usage_hourly) - INTERVAL 1 MINUTE
 )
 SELECT
-    project_id, hour, key_id, requests, errors, denials,
+    key_id, hour, project_id, requests, errors, denials,
     outcome_ok, outcome_denied, outcome_invalid, outcome_expired, outcome_revoked, outcome_disabled,
     outcome_rate_limited, outcome_error, request_bytes, response_bytes, active_minutes,
-    distinct_ips, distinct_networks,
+    ips_seen, networks_seen, routes_seen, user_agents_seen,
+    toUInt32(length(ips_seen)) AS distinct_ips, toUInt32(length(networks_seen)) AS distinct_networks,
     now64(3) AS computed_at
 FROM
 (
     SELECT
-        project_id, key_id, toStartOfHour(minute) AS hour,
+        key_id, toStartOfHour(minute) AS hour, project_id,
         sum(requests) AS requests, sum(errors) AS errors, sum(denials) AS denials,
         sum(outcome_ok) AS outcome_ok, sum(outcome_denied) AS outcome_denied,
         sum(outcome_invalid) AS outcome_invalid, sum(outcome_expired) AS outcome_expired,
@@ -126,20 +136,23 @@ FROM
     FROM key_usage_minute FINAL
     WHERE minute >= (SELECT min(hour) FROM touched)
       AND (key_id, toStartOfHour(minute)) IN (SELECT key_id, hour FROM touched)
-    GROUP BY project_id, key_id, hour
+    GROUP BY key_id, hour, project_id
 ) AS counts
 LEFT JOIN
 (
     SELECT
         key_id, toStartOfHour(occurred_at) AS hour,
-        toUInt32(uniqExact(client_ip)) AS distinct_ips, toUInt32(uniqExact(network)) AS distinct_networks
+        arraySort(groupUniqArray(client_ip)) AS ips_seen,
+        arraySort(groupUniqArray(network)) AS networks_seen,
+        arraySort(groupUniqArray(route)) AS routes_seen,
+        arraySort(groupUniqArray(user_agent)) AS user_agents_seen
     FROM usage_events
     WHERE on_time = 1
       AND occurred_at >= (SELECT min(hour) FROM touched)
       AND key_id IN (SELECT key_id FROM touched)
       AND (key_id, toStartOfHour(occurred_at)) IN (SELECT key_id, hour FROM touched)
     GROUP BY key_id, hour
-) AS addresses USING (key_id, hour);
+) AS seen USING (key_id, hour);
 
 CREATE TABLE IF NOT EXISTS key_usage_daily
 (
@@ -160,34 +173,74 @@ CREATE TABLE IF NOT EXISTS key_usage_daily
     request_bytes        UInt64,
     response_bytes       UInt64,
     active_minutes       UInt16,
+    active_hours         UInt8,
     distinct_ips         UInt32,
     distinct_networks    UInt32,
+    distinct_routes      UInt32,
+    distinct_user_agents UInt32,
     computed_at          DateTime64(3, 'UTC') COMMENT 'when this row was computed; the newest computation wins'
 )
 ENGINE = ReplacingMergeTree(computed_at)
 PARTITION BY toYear(day)
 ORDER BY (project_id, day, key_id)
 TTL day + INTERVAL 1100 DAY
-COMMENT 'Full values per key and UTC day, recomputed by key_usage_daily_refresh; read with FINAL or through usage_daily';
+COMMENT 'Full values per key and UTC day, recomputed from key_usage_hourly by key_usage_daily_refresh; read through usage_daily';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS key_usage_daily_refresh
 REFRESH EVERY 5 MINUTE APPEND TO key_usage_daily AS
 WITH touched AS
 (
-    SELECT DISTINCT key_id, toDate(minute) AS day
-    FROM key_usage_minute
-    WHERE inserted_at >= (SELECT max(computed_at) FROM key_usage_daily) - INTERVAL 5 MINUTE
+    SELECT DISTINCT key_id, toDate(hour) AS day
+    FROM key_usage_hourly
+    WHERE computed_at >= (SELECT max(computed_at) FROM key_usage_daily) - INTERVAL 1 MINUTE
 )
 SELECT
-    project_id, day, key_id, requests, errors, denials,
+    project_id, toDate(hour) AS day, key_id,
+    sum(requests) AS requests, sum(errors) AS errors, sum(denials) AS denials,
+    sum(outcome_ok) AS outcome_ok, sum(outcome_denied) AS outcome_denied,
+    sum(outcome_invalid) AS outcome_invalid, sum(outcome_expired) AS outcome_expired,
+    sum(outcome_revoked) AS outcome_revoked, sum(outcome_disabled) AS outcome_disabled,
+    sum(outcome_rate_limited) AS outcome_rate_limited, sum(outcome_error) AS outcome_error,
+    sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes,
+    toUInt16(sum(active_minutes)) AS active_minutes,
+    toUInt8(count()) AS active_hours,
+    toUInt32(length(arrayDistinct(arrayFlatten(groupArray(ips_seen))))) AS distinct_ips,
+    toUInt32(length(arrayDistinct(arrayFlatten(groupArray(networks_seen))))) AS distinct_networks,
+    toUInt32(length(arrayDistinct(arrayFlatten(groupArray(routes_seen))))) AS distinct_routes,
+    toUInt32(length(arrayDistinct(arrayFlatten(groupArray(user_agents_seen))))) AS distinct_user_agents,
+    now64(3) AS computed_at
+FROM key_usage_hourly FINAL
+WHERE hour >= (SELECT min(day) FROM touched)
+  AND (key_id, toDate(hour)) IN (SELECT key_id, day FROM touched)
+GROUP BY project_id, day, key_id;
+
+-- One row per key and hour, exact at any moment: stored hours nothing has touched since the last
+-- refresh, and the touched ones recomputed now. For dashboards (Grafana) and the canned queries.
+CREATE VIEW IF NOT EXISTS usage_hourly AS
+WITH stale AS
+(
+    SELECT DISTINCT key_id, toStartOfHour(minute) AS hour
+    FROM key_usage_minute
+    WHERE inserted_at >= (SELECT max(computed_at) FROM key_usage_hourly) - INTERVAL 1 MINUTE
+)
+SELECT
+    key_id, hour, project_id, requests, errors, denials,
     outcome_ok, outcome_denied, outcome_invalid, outcome_expired, outcome_revoked, outcome_disabled,
     outcome_rate_limited, outcome_error, request_bytes, response_bytes, active_minutes,
-    distinct_ips, distinct_networks,
-    now64(3) AS computed_at
+    ips_seen, networks_seen, routes_seen, user_agents_seen, distinct_ips, distinct_networks
+FROM key_usage_hourly FINAL
+WHERE (key_id, hour) NOT IN (SELECT key_id, hour FROM stale)
+UNION ALL
+SELECT
+    key_id, hour, project_id, requests, errors, denials,
+    outcome_ok, outcome_denied, outcome_invalid, outcome_expired, outcome_revoked, outcome_disabled,
+    outcome_rate_limited, outcome_error, request_bytes, response_bytes, active_minutes,
+    ips_seen, networks_seen, routes_seen, user_agents_seen,
+    toUInt32(length(ips_seen)) AS distinct_ips, toUInt32(length(networks_seen)) AS distinct_networks
 FROM
 (
     SELECT
-        project_id, key_id, toDate(minute) AS day,
+        key_id, toStartOfHour(minute) AS hour, project_id,
         sum(requests) AS requests, sum(errors) AS errors, sum(denials) AS denials,
         sum(outcome_ok) AS outcome_ok, sum(outcome_denied) AS outcome_denied,
         sum(outcome_invalid) AS outcome_invalid, sum(outcome_expired) AS outcome_expired,
@@ -196,36 +249,31 @@ FROM
         sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes,
         toUInt16(count()) AS active_minutes
     FROM key_usage_minute FINAL
-    WHERE minute >= (SELECT min(day) FROM touched)
-      AND (key_id, toDate(minute)) IN (SELECT key_id, day FROM touched)
-    GROUP BY project_id, key_id, day
+    WHERE minute >= (SELECT min(hour) FROM stale)
+      AND (key_id, toStartOfHour(minute)) IN (SELECT key_id, hour FROM stale)
+    GROUP BY key_id, hour, project_id
 ) AS counts
 LEFT JOIN
 (
     SELECT
-        key_id, toDate(occurred_at) AS day,
-        toUInt32(uniqExact(client_ip)) AS distinct_ips, toUInt32(uniqExact(network)) AS distinct_networks
+        key_id, toStartOfHour(occurred_at) AS hour,
+        arraySort(groupUniqArray(client_ip)) AS ips_seen,
+        arraySort(groupUniqArray(network)) AS networks_seen,
+        arraySort(groupUniqArray(route)) AS routes_seen,
+        arraySort(groupUniqArray(user_agent)) AS user_agents_seen
     FROM usage_events
     WHERE on_time = 1
-      AND occurred_at >= (SELECT min(day) FROM touched)
-      AND key_id IN (SELECT key_id FROM touched)
-      AND (key_id, toDate(occurred_at)) IN (SELECT key_id, day FROM touched)
-    GROUP BY key_id, day
-) AS addresses USING (key_id, day);
+      AND occurred_at >= (SELECT min(hour) FROM stale)
+      AND key_id IN (SELECT key_id FROM stale)
+      AND (key_id, toStartOfHour(occurred_at)) IN (SELECT key_id, hour FROM stale)
+    GROUP BY key_id, hour
+) AS seen USING (key_id, hour);
 
--- One row per key and hour / day, for dashboards (Grafana) and ad-hoc SQL.
-CREATE VIEW IF NOT EXISTS usage_hourly AS
-SELECT
-    project_id, hour, key_id, requests, errors, denials,
-    outcome_ok, outcome_denied, outcome_invalid, outcome_expired, outcome_revoked, outcome_disabled,
-    outcome_rate_limited, outcome_error, request_bytes, response_bytes, active_minutes,
-    distinct_ips, distinct_networks
-FROM key_usage_hourly FINAL;
-
+-- One row per key and UTC day (refreshed every five minutes; the current day may lag that much).
 CREATE VIEW IF NOT EXISTS usage_daily AS
 SELECT
     project_id, day, key_id, requests, errors, denials,
     outcome_ok, outcome_denied, outcome_invalid, outcome_expired, outcome_revoked, outcome_disabled,
-    outcome_rate_limited, outcome_error, request_bytes, response_bytes, active_minutes,
-    distinct_ips, distinct_networks
+    outcome_rate_limited, outcome_error, request_bytes, response_bytes, active_minutes, active_hours,
+    distinct_ips, distinct_networks, distinct_routes, distinct_user_agents
 FROM key_usage_daily FINAL;

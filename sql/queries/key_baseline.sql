@@ -1,40 +1,40 @@
 -- key_baseline: one key's last 24 hours against its own baseline.
--- Answers: is this key behaving differently today? For the 24 h before `at` and for each of the
--- `baseline_days` 24 h periods before that: requests, errors, denials, distinct addresses,
--- networks, routes and user agents. One row per metric: the last 24 h, the baseline's daily
--- average (days without use count as zero) and maximum, their ratio, and for networks, routes
--- and user agents how many were never seen in the baseline (with examples).
+-- Answers: is this key behaving differently today? For the 24 hours ending with the hour that
+-- contains `at`, and for each of the `baseline_days` 24-hour periods before them: requests,
+-- errors, denials, distinct addresses, networks, routes and user agents. One row per metric: the
+-- last 24 h, the baseline's daily average (days without use count as zero) and maximum, their
+-- ratio, and for networks, routes and user agents how many were never seen in the baseline (with
+-- examples). Read from usage_hourly (exact at any moment; on-time events).
 -- Parameters:
 --   key_id         String               the key's public id
---   at             DateTime = now       end of the 24 h being compared
---   baseline_days  UInt32[1..365] = 28  length of the baseline before those 24 h
+--   at             DateTime = now       the 24 hours end with the hour containing this moment
+--   baseline_days  UInt32[1..365] = 28  length of the baseline before those 24 hours
 --   project        Project = ''         only this project's usage ('' = every project)
 WITH
-    {at:DateTime64(3, 'UTC')} AS period_end,
-    period_end - toIntervalDay(1) AS period_start,
+    toStartOfHour({at:DateTime64(3, 'UTC')}) + INTERVAL 1 HOUR AS period_end,
+    period_end - INTERVAL 1 DAY AS period_start,
     period_start - toIntervalDay({baseline_days:UInt32}) AS baseline_start,
     per_day AS
     (
         SELECT
-            if(occurred_at >= period_start, -1,
-               toInt32(intDiv(dateDiff('millisecond', baseline_start, occurred_at), 86400000))) AS day,
-            count() AS requests,
-            countIf(outcome = 'error' OR status >= 500) AS errors,
-            countIf(outcome IN ('denied', 'invalid', 'expired', 'revoked', 'disabled', 'rate_limited')) AS denials,
-            uniqExact(client_ip) AS ips,
-            uniqExact(network) AS networks,
-            uniqExact(route) AS routes,
-            uniqExact(user_agent) AS user_agents,
-            groupUniqArray(network) AS network_set,
-            groupUniqArray(route) AS route_set,
-            groupUniqArray(user_agent) AS agent_set
-        FROM usage_events FINAL
+            if(hour >= period_start, -1, toInt32(intDiv(dateDiff('hour', baseline_start, hour), 24))) AS day,
+            sum(requests) AS requests,
+            sum(errors) AS errors,
+            sum(denials) AS denials,
+            arrayDistinct(arrayFlatten(groupArray(ips_seen))) AS ip_set,
+            arrayDistinct(arrayFlatten(groupArray(networks_seen))) AS network_set,
+            arrayDistinct(arrayFlatten(groupArray(routes_seen))) AS route_set,
+            arrayDistinct(arrayFlatten(groupArray(user_agents_seen))) AS agent_set,
+            length(ip_set) AS ips,
+            length(network_set) AS networks,
+            length(route_set) AS routes,
+            length(agent_set) AS user_agents
+        FROM usage_hourly
         WHERE key_id = {key_id:String}
-          AND occurred_at >= baseline_start
-          AND occurred_at < period_end
+          AND hour >= baseline_start
+          AND hour < period_end
           AND ({project:String} = '' OR project_id = {project:String})
         GROUP BY day
-        SETTINGS do_not_merge_across_partitions_select_final = 1
     ),
     summary AS
     (

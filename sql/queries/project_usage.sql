@@ -1,9 +1,9 @@
 -- project_usage: requests, errors, denials and active keys per project in a window.
 -- Answers: how much each project uses its keys and how much of it fails or is refused. Counts
--- the minutes that start inside the window from the per-minute counts (newest revision of each
--- minute, so a duplicated minute is counted once). One row per project, busiest first.
+-- whole hours, from the one containing `since` up to `until` (usage_hourly, exact at any moment;
+-- duplicates counted once). One row per project, busiest first.
 -- Parameters:
---   since    DateTime = 24h         start of the window (inclusive)
+--   since    DateTime = 24h         start of the window (rounded down to the hour)
 --   until    DateTime = now         end of the window (exclusive)
 --   project  Project = ''           only this project ('' = every project)
 SELECT
@@ -16,11 +16,10 @@ SELECT
     round(total_denials / total_requests, 4) AS denial_rate,
     sum(request_bytes) AS total_request_bytes,
     sum(response_bytes) AS total_response_bytes
-FROM key_usage_minute FINAL
-WHERE minute >= {since:DateTime64(3, 'UTC')}
-  AND minute < {until:DateTime64(3, 'UTC')}
+FROM usage_hourly
+WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')})
+  AND hour < {until:DateTime64(3, 'UTC')}
   AND ({project:String} = '' OR project_id = {project:String})
 GROUP BY project_id
 HAVING total_requests > 0
 ORDER BY total_requests DESC, project_id
-SETTINGS do_not_merge_across_partitions_select_final = 1

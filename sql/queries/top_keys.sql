@@ -1,10 +1,10 @@
 -- top_keys: the busiest keys in a window, by requests, errors or denials.
--- Answers: which keys carry the traffic, fail the most, or are refused the most. Counts the
--- minutes that start inside the window from the per-minute counts (newest revision of each
--- minute, so a re-sent or duplicated minute is counted once). One row per key, highest first;
--- keys with none of the chosen count are left out.
+-- Answers: which keys carry the traffic, fail the most, or are refused the most. Counts whole
+-- hours: every hour from the one containing `since` up to `until` (read from usage_hourly, exact
+-- at any moment, so a re-sent or duplicated event is counted once). One row per key, highest
+-- first; keys with none of the chosen count are left out.
 -- Parameters:
---   since    DateTime = 24h                   start of the window (inclusive)
+--   since    DateTime = 24h                   start of the window (rounded down to the hour)
 --   until    DateTime = now                   end of the window (exclusive)
 --   project  Project = ''                     only this project's keys ('' = every project)
 --   by       Enum(requests|errors|denials) = requests  what to rank by
@@ -17,13 +17,12 @@ SELECT
     sum(denials) AS total_denials,
     round(total_errors / total_requests, 4) AS error_rate,
     round(total_denials / total_requests, 4) AS denial_rate,
-    count() AS active_minutes
-FROM key_usage_minute FINAL
-WHERE minute >= {since:DateTime64(3, 'UTC')}
-  AND minute < {until:DateTime64(3, 'UTC')}
+    count() AS active_hours
+FROM usage_hourly
+WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')})
+  AND hour < {until:DateTime64(3, 'UTC')}
   AND ({project:String} = '' OR project_id = {project:String})
 GROUP BY key_id, project_id
 HAVING multiIf({by:String} = 'errors', total_errors, {by:String} = 'denials', total_denials, total_requests) > 0
 ORDER BY multiIf({by:String} = 'errors', total_errors, {by:String} = 'denials', total_denials, total_requests) DESC, key_id
 LIMIT {limit:UInt32}
-SETTINGS do_not_merge_across_partitions_select_final = 1

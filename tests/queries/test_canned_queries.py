@@ -146,7 +146,7 @@ def test_project_usage_sums_per_project(loaded):
 
 def test_keys_many_networks_finds_keys_spread_over_networks(loaded):
     rows = run_query(loaded, "keys_many_networks", min_networks=3, **WINDOW)
-    assert [(r["key_id"], r["networks"], r["ips"], r["requests"]) for r in rows] == [
+    assert [(r["key_id"], r["networks"], r["ips"], r["total_requests"]) for r in rows] == [
         ("key_delta", 4, 5, 5), ("key_alpha", 3, 4, 5)]
     assert rows[0]["sample_networks"] == ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24", "2001:db8:aa::/48"]
     assert [r["key_id"] for r in run_query(loaded, "keys_many_networks", min_networks=4, **WINDOW)] == ["key_delta"]
