@@ -45,6 +45,7 @@ UNMATCHED_ROUTE: Final = "<unmatched>"
 
 _SECRET_ANYWHERE = re.compile(r"kt_([a-z0-9]+)_[A-Za-z0-9]{20,}_[A-Za-z0-9]{4,}")
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
+_COMMON_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 STATUS_LINES: Final = {
     200: "200 OK",
@@ -103,7 +104,9 @@ def redact(text: str) -> str:
 
 def clean_method(method: str) -> str:
     """The method as the contract allows it (upper-case letters, at most 16), else `OTHER`."""
-    return method if _METHOD.match(method) else "OTHER"
+    if method in _COMMON_METHODS or _METHOD.match(method):
+        return method
+    return "OTHER"
 
 
 class KeyGuard:
@@ -141,7 +144,9 @@ class KeyGuard:
         self.public_paths = frozenset(public_paths)
         self.request_ids = EventIds()
         self._averify = getattr(verifier, "averify", None)
+        self.verifies_async = self._averify is not None
         self._refusals: dict[tuple[Outcome, str], Refusal] = {}
+        self._identities: dict[tuple[str | None, str | None], KeyIdentity] = {}
 
     # ------------------------------------------------------------------ deciding
 
@@ -168,6 +173,16 @@ class KeyGuard:
             return await self._averify(presented, scope=self.required_scope(method, path), client_ip=client_ip)  # type: ignore[no-any-return]
         except VerifierUnavailable as error:
             return Verification(Outcome.ERROR, reason=str(error))
+
+    def identity(self, verdict: Verification) -> KeyIdentity:
+        """Who called, for the application (one shared object per key)."""
+        pair = (verdict.key_id, verdict.project_id)
+        known = self._identities.get(pair)
+        if known is None:
+            if len(self._identities) >= 100_000:
+                self._identities.clear()
+            known = self._identities[pair] = KeyIdentity(verdict.key_id or "", verdict.project_id or "")
+        return known
 
     def refusal(self, verdict: Verification, missing: bool) -> Refusal:
         """The JSON error for a refused request: `{"error": {"code": ..., "message": ...}}`."""

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from keystore.verification import Verification
 from producers.emitter import UsageEmitter
-from producers.key_guard import STATUS_LINES, KeyGuard, KeyIdentity, bearer_token
+from producers.key_guard import STATUS_LINES, KeyGuard, bearer_token
 from producers.verifiers import KeyVerifier
 from schemas.usage import Outcome
 
@@ -147,7 +147,7 @@ class KeyTrailWSGIMiddleware:
             return self._refuse(environ, start_response, verdict, missing, started_at, started, request_bytes,
                                 client_ip, user_agent, request_id)
 
-        environ["keytrail"] = KeyIdentity(verdict.key_id or "", verdict.project_id or "")
+        environ["keytrail"] = guard.identity(verdict)
         status_holder = [0]
 
         def observed_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
