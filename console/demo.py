@@ -38,6 +38,7 @@ MIN_LIVE_SPAN = timedelta(minutes=40)
 INGEST_BATCH = 20_000
 TICK_SECONDS = 0.5
 STATUS_EVERY_SECONDS = 5.0
+IDLE_STATUS_SECONDS = 30.0
 SCAN_EVERY_SECONDS = 5.0
 
 
@@ -253,6 +254,7 @@ class Demo:
         wall_start = time.monotonic()
         previous = live_start
         last_status = last_scan = 0.0
+        last_events = -1
         self._scan()
         while stop_at is None or time.monotonic() < stop_at:
             elapsed = time.monotonic() - wall_start
@@ -277,9 +279,10 @@ class Demo:
                 self._scan()
                 last_scan = time.monotonic()
             self._announce()
-            if time.monotonic() - last_status >= STATUS_EVERY_SECONDS:
+            quiet_for = time.monotonic() - last_status
+            if quiet_for >= STATUS_EVERY_SECONDS and (self.events != last_events or quiet_for >= IDLE_STATUS_SECONDS):
                 self._status(now)
-                last_status = time.monotonic()
+                last_status, last_events = time.monotonic(), self.events
             time.sleep(TICK_SECONDS)
 
     def _play(self, slug: str, what: str, at: datetime, batch: list[KeyUsageEvent]) -> None:
@@ -412,6 +415,7 @@ class Demo:
                 self.report.keys = self._outcomes(signals, alerts)
                 self.report.events = self.events
                 self.console.print(caught_table(self.report))
+                self.console.print(timings(self.report))
             finally:
                 if self.story_store is not None:
                     self.story_store.close()
@@ -436,6 +440,15 @@ def caught_table(report: DemoReport) -> Table:
         table.add_row(key.incident or "normal traffic", key.slug, ", ".join(key.signals) or "-",
                       ", ".join(key.alerts) or "-", verdict)
     return table
+
+
+def timings(report: DemoReport) -> str:
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:g} s"
+
+    return (f"backfill {seconds(report.backfill_seconds)}; after the live phase began: first alert "
+            f"{seconds(report.first_alert_seconds)}, first signal {seconds(report.first_signal_seconds)}, "
+            f"every incident caught {seconds(report.all_caught_seconds)}")
 
 
 def run_demo(settings: Settings, *, duration: float | None = None, speed: float = 60.0, host: str = "127.0.0.1",
