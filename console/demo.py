@@ -195,14 +195,16 @@ class Demo:
         self.story_store = KeyStore.open(
             self.settings.keystore_url, self.settings.hashing_secret(), env=self.settings.key_env,
             clock=self._sim_clock, cache_ttl_seconds=0.0, negative_cache_ttl_seconds=0.0,
+            lifecycle_sink=getattr(self.server.pipeline, "audit_trail", None),  # the lifecycle audit in chDB
         )
 
     def _create_keys(self, live_start: datetime) -> None:
-        assert self.story_store is not None
+        assert self.story_store is not None and self.server is not None
         for actor in self.actors:
             self.sim_now = live_start - actor.active_from - timedelta(hours=2)
             expires_at = datetime.now(UTC) + actor.expires_in if actor.expires_in else None
-            record, secret = self.story_store.create_key(
+            record, secret = self.server.runtime.run(  # under the pipeline lock: the audit trail writes to chDB
+                self.story_store.create_key,
                 actor.slug, actor.project, actor="keytrail-demo", owner=f"{actor.slug}@example.com",
                 scopes=["read", "write"], expires_in="never", expires_at=expires_at,
             )
@@ -290,7 +292,9 @@ class Demo:
         if what == "revoke":
             assert self.story_store is not None
             self.sim_now = at
-            self.story_store.revoke(actor.key_id, actor="keytrail-demo", reason="suspected leak (demo)")
+            assert self.server is not None
+            self.server.runtime.run(self.story_store.revoke, actor.key_id, actor="keytrail-demo",
+                                    reason="suspected leak (demo)")
             self.console.print(f"[yellow]▶ {at:%a %H:%M} sim[/]  {actor.slug}: key revoked by its owner; "
                                "a forgotten cron job keeps calling with it")
             return
