@@ -142,3 +142,38 @@ def test_a_refusal_never_echoes_the_value():
     with pytest.raises(InvalidEvent) as refused:
         UsageEncoder().encode({**VALID, "key_id": secret})
     assert secret not in str(refused.value)
+
+
+middleware_shaped = st.fixed_dictionaries(
+    {
+        "occurred_at": st.floats(946_684_801.0, 1_767_225_600.0),
+        "key_id": identifiers,
+        "project_id": identifiers,
+        "service": st.text(min_size=1, max_size=128),
+        "method": st.sampled_from(["GET", "POST", "DELETE", "OTHER"]),
+        "route": st.text(min_size=1, max_size=512),
+        "status": st.integers(0, 999),
+        "outcome": st.sampled_from([o.value for o in Outcome]),
+        "latency_ms": st.floats(0, 86_400_000, allow_nan=False),
+        "request_bytes": st.integers(0, 2**53),
+        "response_bytes": st.integers(0, 2**53),
+        "client_ip": st.ip_addresses().map(str),
+        "user_agent": st.text(max_size=512),
+        "request_id": st.text(max_size=128),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(middleware_shaped)
+def test_the_middleware_fast_path_writes_the_models_json_too(fields):
+    encoder = UsageEncoder()
+    for _ in range(2):  # first sight takes the general path, the repeat the cached fast path
+        key, value = encoder.encode(fields)
+        sent = orjson.loads(value)
+        expected = KeyUsageEvent(
+            **{**fields, "event_id": sent["event_id"],
+               "occurred_at": datetime.fromtimestamp(int(fields["occurred_at"] * 1000) / 1000, UTC)}
+        )
+        assert value == expected.model_dump_json().encode()
+        assert key == fields["key_id"].encode()
