@@ -257,6 +257,8 @@ class Demo:
         previous = live_start
         last_status = last_scan = 0.0
         last_events = -1
+        for actor in self.actors:
+            actor.per_minute = actor.live_per_minute or actor.per_minute
         self._scan()
         while stop_at is None or time.monotonic() < stop_at:
             elapsed = time.monotonic() - wall_start

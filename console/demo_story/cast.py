@@ -56,6 +56,8 @@ class Actor:
     """Private /24 prefix the client calls from, e.g. '10.20.30'."""
     per_minute: float
     """Average requests a minute at the busiest hour."""
+    live_per_minute: float | None = None
+    """Rate from the live phase on (a steady client makes minute-driven detectors judge promptly)."""
     peak_hour: int = 14
     night_share: float = 0.35
     active_from: timedelta = timedelta(days=21)
@@ -94,7 +96,8 @@ def cast() -> list[Actor]:
             expect_signals=("new_network",), expect_alerts=("new_network",),
         ),
         Actor(
-            "legacy-reporting", "legacy reporting (revoked)", "payments", "reports-api", "10.30.77", 0.4, night_share=1.0,
+            "legacy-reporting", "legacy reporting (revoked)", "payments", "reports-api", "10.30.77", 0.2,
+            night_share=1.0, live_per_minute=0.5,
             incident="revoked key still tried",
             headline="a key is revoked, but a forgotten cron job keeps trying it",
             expect_signals=("use_of_inactive_key",), expect_alerts=("use_of_inactive_key",),
@@ -107,7 +110,8 @@ def cast() -> list[Actor]:
             expect_signals=("dormant_key_active",), expect_alerts=("dormant_key_active",),
         ),
         Actor(
-            "mobile-app", "mobile app backend (probed)", "shop", "catalog-api", "10.20.55", 0.8, night_share=1.0,
+            "mobile-app", "mobile app backend (probed)", "shop", "catalog-api", "10.20.55", 0.3, night_share=1.0,
+            live_per_minute=0.8,
             incident="route probing",
             headline="someone with the key probes admin and write routes it never called",
             expect_signals=("new_route", "denial_burst"), expect_alerts=("new_route", "denial_burst"),
