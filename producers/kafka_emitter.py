@@ -323,18 +323,26 @@ class KafkaEmitter:
                 backoff = min(backoff * 2, 5.0)
 
     def _broker_reachable(self) -> bool:
+        """Whether the broker answers and every partition of the topic has a leader (else a
+        rate-limited warning says why and how much is waiting)."""
         try:
             metadata = self._producer.list_topics(self.topic, timeout=2.0)
-        except KafkaException:
-            return False
-        topic = metadata.topics.get(self.topic)
-        return bool(
-            metadata.brokers
-            and topic is not None
-            and topic.error is None
-            and topic.partitions
-            and all(p.leader >= 0 for p in topic.partitions.values())
+            topic = metadata.topics.get(self.topic)
+            if not metadata.brokers or topic is None:
+                why = "no broker metadata"
+            elif topic.error is not None:
+                why = f"topic {self.topic}: {topic.error.str()}"
+            elif not topic.partitions or any(p.leader < 0 for p in topic.partitions.values()):
+                why = f"topic {self.topic} has partitions without a leader"
+            else:
+                return True
+        except KafkaException as error:
+            why = error.args[0].str() if error.args else str(error)
+        self._losses.warning(
+            "waiting", "Kafka not reachable for %s (%s); %d event(s), %d bytes wait in the spool at %s",
+            self.topic, why, len(self.spool), self.spool.pending_bytes, self.spool.directory,
         )
+        return False
 
     def _replay_step(self) -> bool:
         """One replay attempt; True when it made progress (or finished)."""

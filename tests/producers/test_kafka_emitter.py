@@ -87,6 +87,7 @@ def test_broker_outage_loses_nothing_duplicates_nothing_and_keeps_per_key_order(
     seen = Counter(e.request_id for e in events)
     assert set(seen) == {str(n) for n in range(10_000)}, "every event arrived"
     assert max(seen.values()) == 1, f"duplicates: {[r for r, c in seen.items() if c > 1][:10]}"
+    assert len({e.event_id for e in events}) == 10_000, "exactly once by event_id"
     per_key = defaultdict(list)
     for event in events:  # read_topic returns each partition in offset order
         per_key[event.key_id].append(int(event.request_id))
