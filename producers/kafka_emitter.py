@@ -212,7 +212,7 @@ class KafkaEmitter:
             return
         with self._lock:
             self._emitted += 1
-            if not self._spooling:
+            if not self._spooling and not self._closed:
                 try:
                     self._produce(self.topic, value, key)
                     return

@@ -164,6 +164,9 @@ class KeyGuard:
             return self.verifier.verify(presented, scope=self.required_scope(method, path), client_ip=client_ip)
         except VerifierUnavailable as error:
             return Verification(Outcome.ERROR, reason=str(error))
+        except Exception as error:  # noqa: BLE001 - a broken verifier fails closed, never open
+            log.error("key verification failed unexpectedly (%s); refusing the request", type(error).__name__)
+            return Verification(Outcome.ERROR, reason="the API key could not be checked")
 
     async def averify(self, presented: str | None, method: str, path: str, client_ip: str) -> Verification:
         """`verify`, awaiting the verifier's `averify` when it has one (remote verification)."""
@@ -173,6 +176,9 @@ class KeyGuard:
             return await self._averify(presented, scope=self.required_scope(method, path), client_ip=client_ip)  # type: ignore[no-any-return]
         except VerifierUnavailable as error:
             return Verification(Outcome.ERROR, reason=str(error))
+        except Exception as error:  # noqa: BLE001 - a broken verifier fails closed, never open
+            log.error("key verification failed unexpectedly (%s); refusing the request", type(error).__name__)
+            return Verification(Outcome.ERROR, reason="the API key could not be checked")
 
     def identity(self, verdict: Verification) -> KeyIdentity:
         """Who called, for the application (one shared object per key)."""

@@ -214,3 +214,15 @@ def test_remote_verification_follows_the_verify_contract_and_fails_closed(keyrin
         assert (event.outcome.value, event.key_id) == ("error", "unknown")
     for name in ("valid", "revoked", "expired"):
         assert keyring.secrets[name] not in caplog.text
+
+
+def test_a_verifier_that_breaks_fails_closed(keyring):
+    class Broken:
+        def verify(self, presented_key, scope=None, client_ip=None):
+            raise RuntimeError(f"database exploded near {presented_key}")
+
+    for framework in ("fastapi", "flask"):
+        harness = Harness(framework, keyring, verifier=Broken())
+        status, body = harness.call("GET", "/v1/orders/A-1", headers={"X-API-Key": keyring.secrets["valid"]})
+        assert status == 503 and keyring.secrets["valid"].encode() not in body
+        assert harness.only_event().outcome.value == "error"
