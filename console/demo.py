@@ -37,6 +37,8 @@ MIN_LIVE_SPAN = timedelta(minutes=40)
 """Simulated length the live phase needs: minute-driven detectors judge a minute ~6 min after it."""
 INGEST_BATCH = 20_000
 TICK_SECONDS = 0.5
+STORY_SETTLE = timedelta(minutes=8)
+"""Simulated time after the last scene until its minute-driven signals are in."""
 STATUS_EVERY_SECONDS = 5.0
 IDLE_STATUS_SECONDS = 30.0
 SCAN_EVERY_SECONDS = 5.0
@@ -176,6 +178,7 @@ class Demo:
         self.sim_now = datetime.now(UTC)
         self.server: DemoServer | None = None
         self.story_store: KeyStore | None = None
+        self.story_complete_at: datetime | None = None
 
     # ------------------------------------------------------------------ set-up
     def _sim_clock(self) -> datetime:
@@ -253,6 +256,7 @@ class Demo:
     # ------------------------------------------------------------------ live phase
     def live(self, live_start: datetime, span: timedelta, stop_at: float | None) -> None:
         scenes = sorted(SCENES, key=lambda s: s.at)
+        self.story_complete_at = live_start + span * scenes[-1].at + STORY_SETTLE
         wall_start = time.monotonic()
         previous = live_start
         last_status = last_scan = 0.0
@@ -420,7 +424,8 @@ class Demo:
                 signals, alerts = self._findings()
                 self.report.keys = self._outcomes(signals, alerts)
                 self.report.events = self.events
-                self.console.print(caught_table(self.report))
+                complete = self.story_complete_at is not None and self.sim_now >= self.story_complete_at
+                self.console.print(caught_table(self.report, complete=complete))
                 self.console.print(timings(self.report))
             finally:
                 if self.story_store is not None:
@@ -434,13 +439,15 @@ def _first_sentence(message: str, limit: int = 110) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
 
-def caught_table(report: DemoReport) -> Table:
+def caught_table(report: DemoReport, *, complete: bool = True) -> Table:
+    """Per incident what was raised; `complete=False` (stopped before the story ended) says
+    "not yet" instead of "missed"."""
     table = Table(title=f"What KeyTrail caught ({report.events:,} events)")
     for column in ("incident", "key", "signals", "alerts", "verdict"):
         table.add_column(column)
     for key in sorted(report.keys, key=lambda k: (not k.incident, k.slug)):
         if key.incident:
-            verdict = "[green]caught[/]" if key.caught else "[red]missed[/]"
+            verdict = "[green]caught[/]" if key.caught else "[red]missed[/]" if complete else "[yellow]not yet[/]"
         else:
             verdict = "[green]quiet[/]" if key.quiet else "[red]false alarm[/]"
         table.add_row(key.incident or "normal traffic", key.slug, ", ".join(key.signals) or "-",
