@@ -155,19 +155,29 @@ def main() -> None:
             time.sleep(0.05)
         samples = timed_calls(down.emit, options.events)
         counters = down.counters
-        rows.append(row(f"emit(), {how} (spooling)", samples, f"spooled {counters.spooled}, dropped {counters.dropped}"))
+        rows.append(
+            row(
+                f"emit(), {how} (spooling)",
+                samples,
+                f"spooled {counters.spooled}, dropped {counters.dropped}",
+            )
+        )
         down.close(timeout=0)
     finally:
         gc.unfreeze()
         if broker is not None:
             broker.close()
 
-    print(f"\nKafka emitter, {platform.python_implementation()} {platform.python_version()}, "
-          f"librdkafka {libversion()[0]}, {os.cpu_count()} CPUs, {options.partitions} partitions\n")
+    print(
+        f"\nKafka emitter, {platform.python_implementation()} {platform.python_version()}, "
+        f"librdkafka {libversion()[0]}, {os.cpu_count()} CPUs, {options.partitions} partitions\n"
+    )
     print("| case | calls | p50 µs | p99 µs | mean µs | notes |")
     print("|---|---:|---:|---:|---:|---|")
     print("\n".join(rows))
-    print("\n| events | emit() calls/s (one thread) | delivered events/s (emit + all acks) | events per CPU-second | not acked | spooled |")
+    print(
+        "\n| events | emit() calls/s (one thread) | delivered events/s (emit + all acks) | events per CPU-second | not acked | spooled |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     print("\n".join(throughput))
 

@@ -102,9 +102,17 @@ def asgi_runner(app, headers: list[tuple[bytes, bytes]]):  # type: ignore[no-unt
         clock = time.perf_counter_ns
         for n in range(count):
             scope = {
-                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-                "path": f"/v1/orders/A-{n % 1000}", "raw_path": f"/v1/orders/A-{n % 1000}".encode(),
-                "query_string": b"", "root_path": "", "headers": headers, "client": ("10.1.2.3", 50000),
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": f"/v1/orders/A-{n % 1000}",
+                "raw_path": f"/v1/orders/A-{n % 1000}".encode(),
+                "query_string": b"",
+                "root_path": "",
+                "headers": headers,
+                "client": ("10.1.2.3", 50000),
                 "server": ("127.0.0.1", 8000),
             }
             started = clock()
@@ -124,10 +132,21 @@ def wsgi_runner(app, headers: dict[str, str]):  # type: ignore[no-untyped-def]
         clock = time.perf_counter_ns
         for n in range(count):
             environ = {
-                "REQUEST_METHOD": "GET", "PATH_INFO": f"/v1/orders/A-{n % 1000}", "QUERY_STRING": "", "SERVER_NAME": "bench",
-                "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.1.2.3", "wsgi.url_scheme": "http",
-                "wsgi.input": None, "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": False,
-                "wsgi.run_once": False, "wsgi.version": (1, 0), **headers,
+                "REQUEST_METHOD": "GET",
+                "PATH_INFO": f"/v1/orders/A-{n % 1000}",
+                "QUERY_STRING": "",
+                "SERVER_NAME": "bench",
+                "SERVER_PORT": "80",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "REMOTE_ADDR": "10.1.2.3",
+                "wsgi.url_scheme": "http",
+                "wsgi.input": None,
+                "wsgi.errors": sys.stderr,
+                "wsgi.multithread": False,
+                "wsgi.multiprocess": False,
+                "wsgi.run_once": False,
+                "wsgi.version": (1, 0),
+                **headers,
             }
             started = clock()
             body = app(environ, start_response)
@@ -184,7 +203,9 @@ def main() -> None:
             broker = KafkaBroker()
             broker.__enter__()
             bootstrap = broker.bootstrap
-        emitter = KafkaEmitter(bootstrap, topic=f"keytrail.usage.v1.bench-mw-{os.getpid()}", spool_dir=workdir / "spool")
+        emitter = KafkaEmitter(
+            bootstrap, topic=f"keytrail.usage.v1.bench-mw-{os.getpid()}", spool_dir=workdir / "spool"
+        )
     else:
         emitter = EncodingEmitter()
     keytrail = {"verifier": LocalKeyVerifier(store), "emitter": emitter, "service": "orders-api"}
@@ -195,18 +216,26 @@ def main() -> None:
         asgi = alternate(
             {
                 "FastAPI alone": asgi_runner(fastapi_app(None), []),
-                "FastAPI + KeyTrail": asgi_runner(fastapi_app(keytrail), [(b"authorization", f"Bearer {secret}".encode())]),
+                "FastAPI + KeyTrail": asgi_runner(
+                    fastapi_app(keytrail), [(b"authorization", f"Bearer {secret}".encode())]
+                ),
                 "FastAPI + KeyTrail, refused (no key)": asgi_runner(fastapi_app(keytrail), []),
             },
-            options.requests, options.blocks, is_async=True,
+            options.requests,
+            options.blocks,
+            is_async=True,
         )
         wsgi = alternate(
             {
                 "Flask alone": wsgi_runner(flask_app(None).wsgi_app, {}),
-                "Flask + KeyTrail": wsgi_runner(flask_app(keytrail).wsgi_app, {"HTTP_AUTHORIZATION": f"Bearer {secret}"}),
+                "Flask + KeyTrail": wsgi_runner(
+                    flask_app(keytrail).wsgi_app, {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+                ),
                 "Flask + KeyTrail, refused (no key)": wsgi_runner(flask_app(keytrail).wsgi_app, {}),
             },
-            options.requests, options.blocks, is_async=False,
+            options.requests,
+            options.blocks,
+            is_async=False,
         )
         for results, base in ((asgi, "FastAPI alone"), (wsgi, "Flask alone")):
             base50, base99 = quantiles(results[base])
@@ -222,9 +251,11 @@ def main() -> None:
         store.close()
         if broker is not None:
             broker.close()
-    print(f"\nMiddleware overhead, in-process calls, {platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, emitter: {options.emitter}; events emitted {counters.emitted:,}, "
-          f"delivered {counters.delivered:,}\n")
+    print(
+        f"\nMiddleware overhead, in-process calls, {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, emitter: {options.emitter}; events emitted {counters.emitted:,}, "
+        f"delivered {counters.delivered:,}\n"
+    )
     print("| app | requests | p50 µs | p99 µs | overhead p50 µs | overhead p99 µs |")
     print("|---|---:|---:|---:|---:|---:|")
     print("\n".join(lines))

@@ -52,8 +52,12 @@ class Tally:
     def note(self, line: int, code: str, reason: str, raw: bytes) -> None:
         """A line for the rejects file (invalid, or valid but not delivered)."""
         self.rejects.append(
-            {"line": line, "code": code, "reason": reason,
-             "raw": redact_secrets(raw[:MAX_REJECT_SAMPLE]).decode("utf-8", "replace")}
+            {
+                "line": line,
+                "code": code,
+                "reason": reason,
+                "raw": redact_secrets(raw[:MAX_REJECT_SAMPLE]).decode("utf-8", "replace"),
+            }
         )
 
 
@@ -90,7 +94,9 @@ def _report(tally: Tally, rejects_path: Path, destination: str, seconds: float) 
     table = Table(title=f"{tally.lines} line(s) -> {destination} in {seconds:.1f} s", title_justify="left")
     for name in ("accepted", "duplicates", "late", "rejected", "undelivered"):
         table.add_column(name, justify="right")
-    table.add_row(*(str(getattr(tally, name)) for name in ("accepted", "duplicates", "late", "rejected", "undelivered")))
+    table.add_row(
+        *(str(getattr(tally, name)) for name in ("accepted", "duplicates", "late", "rejected", "undelivered"))
+    )
     console.print(table)
     if tally.rejects:
         console.print(f"rejected lines with reasons: {rejects_path}")
@@ -120,9 +126,13 @@ RejectsOption = Annotated[
 def produce(
     file: FileArgument,
     rejects: RejectsOption = None,
-    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers [default: KEYTRAIL_KAFKA_BOOTSTRAP]")] = None,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers [default: KEYTRAIL_KAFKA_BOOTSTRAP]")
+    ] = None,
     topic: Annotated[str, typer.Option(help="the usage topic")] = Topics.USAGE.value,
-    timeout: Annotated[float, typer.Option(min=1, help="seconds to wait for the broker to acknowledge")] = 60.0,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="seconds to wait for the broker to acknowledge")
+    ] = 60.0,
 ) -> None:
     """Send a file of usage events to Kafka (backfills, replays of gateway logs), keyed by key_id."""
     from confluent_kafka import KafkaException, Producer
@@ -131,7 +141,9 @@ def produce(
 
     servers = bootstrap or get_settings().kafka_bootstrap
     producer = Producer(
-        producer_config(servers, linger_ms=20, message_timeout_ms=int(timeout * 1000), overrides={"log_level": 0})
+        producer_config(
+            servers, linger_ms=20, message_timeout_ms=int(timeout * 1000), overrides={"log_level": 0}
+        )
     )
     try:
         producer.list_topics(timeout=10)
@@ -191,12 +203,20 @@ def _ingest_key(explicit: str | None, data_dir: Path) -> str | None:
 def ingest(
     file: FileArgument,
     rejects: RejectsOption = None,
-    api_url: Annotated[str | None, typer.Option(help="the running console [default: KEYTRAIL_API_URL]")] = None,
+    api_url: Annotated[
+        str | None, typer.Option(help="the running console [default: KEYTRAIL_API_URL]")
+    ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar=INGEST_KEY_ENV, help="key with the ingest scope [default: DATA_DIR/admin.key]", show_default=False),
+        typer.Option(
+            envvar=INGEST_KEY_ENV,
+            help="key with the ingest scope [default: DATA_DIR/admin.key]",
+            show_default=False,
+        ),
     ] = None,
-    direct: Annotated[bool, typer.Option("--direct", help="skip the console; run the embedded pipeline here")] = False,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="skip the console; run the embedded pipeline here")
+    ] = False,
 ) -> None:
     """Load a file of usage events into the embedded default: through the running console's
     POST /v1/events, or directly (in this process) when no console answers."""

@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--verify", choices=["local", "remote"], default="local")
-    parser.add_argument("--transport", choices=["kafka", "http"], default=None, help="[default: by KEYTRAIL_MODE]")
+    parser.add_argument(
+        "--transport", choices=["kafka", "http"], default=None, help="[default: by KEYTRAIL_MODE]"
+    )
     parser.add_argument("--create-key", metavar="PROJECT", help="create a key in PROJECT, print it, and exit")
     options = parser.parse_args()
     settings = get_settings()
@@ -83,7 +85,8 @@ def main() -> None:
         print(f"{record.id}\n{secret}")
         return
     app = create_app(
-        verifier_from_settings(settings, mode=options.verify), emitter_from_settings(settings, transport=options.transport)
+        verifier_from_settings(settings, mode=options.verify),
+        emitter_from_settings(settings, transport=options.transport),
     )
     uvicorn.run(app, host=options.host, port=options.port)
 

@@ -56,7 +56,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)
     parser.add_argument("--verify", choices=["local", "remote"], default="local")
-    parser.add_argument("--transport", choices=["kafka", "http"], default=None, help="[default: by KEYTRAIL_MODE]")
+    parser.add_argument(
+        "--transport", choices=["kafka", "http"], default=None, help="[default: by KEYTRAIL_MODE]"
+    )
     parser.add_argument("--create-key", metavar="PROJECT", help="create a key in PROJECT, print it, and exit")
     options = parser.parse_args()
     settings = get_settings()

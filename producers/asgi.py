@@ -218,8 +218,18 @@ class KeyTrailMiddleware:
         missing = presented is None
         del presented
         if verdict.outcome is not Outcome.OK:
-            await self._refuse(scope, send, verdict, missing, started_at, started, content_length, client_ip,
-                               user_agent, request_id)
+            await self._refuse(
+                scope,
+                send,
+                verdict,
+                missing,
+                started_at,
+                started,
+                content_length,
+                client_ip,
+                user_agent,
+                request_id,
+            )
             return
 
         exchange = _Exchange(max(content_length, 0))
@@ -273,16 +283,27 @@ class KeyTrailMiddleware:
             )
 
     async def _refuse(
-        self, scope: Scope, send: Send, verdict: Verification, missing: bool, started_at: float, started: int,
-        content_length: int, client_ip: str, user_agent: str | None, request_id: str | None,
+        self,
+        scope: Scope,
+        send: Send,
+        verdict: Verification,
+        missing: bool,
+        started_at: float,
+        started: int,
+        content_length: int,
+        client_ip: str,
+        user_agent: str | None,
+        request_id: str | None,
     ) -> None:
         guard = self.guard
         refusal = guard.refusal(verdict, missing)
-        await send({
-            "type": "http.response.start",
-            "status": refusal.status,
-            "headers": [(k.encode(), v.encode()) for k, v in refusal.headers],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": refusal.status,
+                "headers": [(k.encode(), v.encode()) for k, v in refusal.headers],
+            }
+        )
         await send({"type": "http.response.body", "body": refusal.body})
         resolver = self._resolver()
         guard.record(

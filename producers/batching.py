@@ -90,7 +90,9 @@ class BatchingEmitter:
         self._dropped = self._failed = self._invalid = 0
         self._thread: threading.Thread | None = None
         if background:
-            self._thread = threading.Thread(target=self._run, name=f"keytrail-{self.name}-sender", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"keytrail-{self.name}-sender", daemon=True
+            )
             self._thread.start()
 
     # ------------------------------------------------------------------ the request path
@@ -107,7 +109,9 @@ class BatchingEmitter:
                 self._invalid += 1
             if self.strict:
                 raise
-            self._losses.warning("invalid", "refused an invalid usage event (%s): %s", error.code, error.reason)
+            self._losses.warning(
+                "invalid", "refused an invalid usage event (%s): %s", error.code, error.reason
+            )
             return
         with self._lock:
             self._emitted += 1
@@ -129,20 +133,27 @@ class BatchingEmitter:
     def _lose(self, count: int, why: str) -> None:
         """Count and log a loss (caller holds `_lock`)."""
         self._dropped += count
-        self._losses.error("dropped", "%d usage event(s) DROPPED: %s; %d dropped so far", count, why, self._dropped)
+        self._losses.error(
+            "dropped", "%d usage event(s) DROPPED: %s; %d dropped so far", count, why, self._dropped
+        )
 
     def _spool_locked(self, records: list[tuple[bytes, bytes]]) -> None:
         assert self.spool is not None
         kept = self.spool.append_many(records)
         self._spooled += kept
         if kept < len(records):
-            self._lose(len(records) - kept, f"the spool at {self.spool.directory} is full ({self.spool.max_bytes} bytes)")
+            self._lose(
+                len(records) - kept,
+                f"the spool at {self.spool.directory} is full ({self.spool.max_bytes} bytes)",
+            )
 
     def _start_spooling(self, why: str) -> None:
         if not self._spooling:
             self._spooling = True
             self._next_replay = time.monotonic() + self._replay_backoff
-            log.warning("usage events (%s) now go to the spool at %s: %s", self.name, self.spool.directory, why)  # type: ignore[union-attr]
+            log.warning(
+                "usage events (%s) now go to the spool at %s: %s", self.name, self.spool.directory, why
+            )  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ sending
 
@@ -195,12 +206,16 @@ class BatchingEmitter:
             if not outcome.retry:
                 return outcome
             if attempt < self.retries:
-                log.debug("usage batch (%s) not delivered (%s); retry in %.1f s", self.name, outcome.reason, delay)
+                log.debug(
+                    "usage batch (%s) not delivered (%s); retry in %.1f s", self.name, outcome.reason, delay
+                )
                 if self._stopping.wait(delay):
                     break
                 delay = min(delay * 2, self.max_backoff)
             else:
-                self._losses.warning("unreachable", "usage destination (%s) unreachable: %s", self.name, outcome.reason)
+                self._losses.warning(
+                    "unreachable", "usage destination (%s) unreachable: %s", self.name, outcome.reason
+                )
         return None
 
     def _account(self, outcome: Delivery, replayed: bool = False) -> None:
@@ -211,8 +226,11 @@ class BatchingEmitter:
         if outcome.failed:
             self._failed += outcome.failed
             self._losses.error(
-                "refused", "the destination (%s) refused %d usage event(s) for good: %s",
-                self.name, outcome.failed, outcome.reason,
+                "refused",
+                "the destination (%s) refused %d usage event(s) for good: %s",
+                self.name,
+                outcome.failed,
+                outcome.reason,
             )
 
     def _replay_once(self) -> bool:
@@ -232,7 +250,9 @@ class BatchingEmitter:
         if outcome.retry:
             self._next_replay = time.monotonic() + self._replay_backoff
             self._replay_backoff = min(self._replay_backoff * 2, self.max_backoff)
-            self._losses.warning("unreachable", "usage destination (%s) still unreachable: %s", self.name, outcome.reason)
+            self._losses.warning(
+                "unreachable", "usage destination (%s) still unreachable: %s", self.name, outcome.reason
+            )
             return False
         self._replay_backoff = self.backoff
         self._next_replay = 0.0

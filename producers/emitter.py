@@ -64,7 +64,13 @@ class CounterSet:
         """A consistent copy."""
         with self._lock:
             return EmitterCounters(
-                self.emitted, self.delivered, self.spooled, self.replayed, self.dropped, self.failed, self.invalid
+                self.emitted,
+                self.delivered,
+                self.spooled,
+                self.replayed,
+                self.dropped,
+                self.failed,
+                self.invalid,
             )
 
 

@@ -34,7 +34,9 @@ from stream_processors.codec import InvalidEvent
 FIELDS: Final = tuple(KeyUsageEvent.model_fields)
 """The contract's fields in the model's (and so the JSON's) order."""
 
-_REQUIRED: Final = frozenset(("key_id", "project_id", "service", "method", "route", "status", "outcome", "client_ip"))
+_REQUIRED: Final = frozenset(
+    ("key_id", "project_id", "service", "method", "route", "status", "outcome", "client_ip")
+)
 _ALLOWED: Final = frozenset(FIELDS)
 _OUTCOME_JSON: Final = {o.value: f'"{o.value}"' for o in Outcome}
 _MILLIS: Final = tuple(f"{m:03d}Z" for m in range(1000))
@@ -221,7 +223,13 @@ class UsageEncoder:
         if len(fields) == 14:
             try:
                 head, key = self._heads[
-                    (fields["key_id"], fields["project_id"], fields["service"], fields["method"], fields["route"])
+                    (
+                        fields["key_id"],
+                        fields["project_id"],
+                        fields["service"],
+                        fields["method"],
+                        fields["route"],
+                    )
                 ]
                 verdict = self._verdicts[(fields["status"], fields["outcome"])]
                 occurred = fields["occurred_at"]
@@ -419,7 +427,9 @@ class UsageEncoder:
         if isinstance(event_or_fields, KeyUsageEvent):
             return self.encode_event(event_or_fields)
         if not isinstance(event_or_fields, Mapping):
-            raise InvalidEvent("an event must be a KeyUsageEvent or a mapping of its fields", "schema_violation")
+            raise InvalidEvent(
+                "an event must be a KeyUsageEvent or a mapping of its fields", "schema_violation"
+            )
         return self.encode(event_or_fields)
 
 

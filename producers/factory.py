@@ -24,7 +24,10 @@ def _settings(settings: Settings | None) -> Settings:
 
 
 def emitter_from_settings(
-    settings: Settings | None = None, *, transport: Literal["kafka", "http"] | None = None, topic: str | None = None
+    settings: Settings | None = None,
+    *,
+    transport: Literal["kafka", "http"] | None = None,
+    topic: str | None = None,
 ) -> UsageEmitter:
     """Production mode: `KafkaEmitter` on `kafka_bootstrap`; embedded mode: `HttpEmitter` to `api_url`
     (with `KEYTRAIL_INGEST_KEY` as bearer token when set). Spools live under `data_dir/spool`."""
@@ -44,7 +47,9 @@ def emitter_from_settings(
     )
 
 
-def verifier_from_settings(settings: Settings | None = None, *, mode: Literal["local", "remote"] = "local") -> KeyVerifier:
+def verifier_from_settings(
+    settings: Settings | None = None, *, mode: Literal["local", "remote"] = "local"
+) -> KeyVerifier:
     """`local`: the key store at `keystore_url` (`KeyStore.verify`, cached); `remote`: the console's
     `POST {api_url}/v1/verify`, authenticated with `KEYTRAIL_INGEST_KEY`."""
     settings = _settings(settings)

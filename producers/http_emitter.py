@@ -74,7 +74,11 @@ class HttpEmitter(BatchingEmitter):
         disk: DiskSpool | None = None
         if spool:
             options: dict[str, Any] = {"max_bytes": spool_max_bytes, "fsync": spool_fsync}
-            disk = DiskSpool(spool_dir, **options) if spool_dir is not None else DiskSpool.claim(spool_base or DEFAULT_SPOOL_BASE, **options)
+            disk = (
+                DiskSpool(spool_dir, **options)
+                if spool_dir is not None
+                else DiskSpool.claim(spool_base or DEFAULT_SPOOL_BASE, **options)
+            )
         super().__init__(
             spool=disk,
             batch_size=batch_size,

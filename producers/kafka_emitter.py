@@ -192,9 +192,17 @@ class KafkaEmitter:
         self._replay_failed = 0  # under `_lock` (replayer thread)
         self._poll_rounds = 0  # completed poller rounds: flush() waits for one after the queue empties
         if self._spooling:
-            log.info("emitter for %s starts in spool mode: %d event(s) from an earlier run", self.topic, len(self.spool))
-        self._poller = threading.Thread(target=self._poll_loop, name=f"keytrail-kafka-poller[{self.topic}]", daemon=True)
-        self._replayer = threading.Thread(target=self._replay_loop, name=f"keytrail-kafka-replayer[{self.topic}]", daemon=True)
+            log.info(
+                "emitter for %s starts in spool mode: %d event(s) from an earlier run",
+                self.topic,
+                len(self.spool),
+            )
+        self._poller = threading.Thread(
+            target=self._poll_loop, name=f"keytrail-kafka-poller[{self.topic}]", daemon=True
+        )
+        self._replayer = threading.Thread(
+            target=self._replay_loop, name=f"keytrail-kafka-replayer[{self.topic}]", daemon=True
+        )
         self._poller.start()
         self._replayer.start()
 
@@ -239,14 +247,18 @@ class KafkaEmitter:
             self._losses.error(
                 "spool-full",
                 "usage event DROPPED: the spool at %s is full (%d bytes); %d event(s) dropped so far",
-                self.spool.directory, self.spool.max_bytes, self._dropped,
+                self.spool.directory,
+                self.spool.max_bytes,
+                self._dropped,
             )
 
     def _enter_spooling(self, why: str) -> None:
         """Send new events to the spool from now on (caller holds `_lock`)."""
         if not self._spooling:
             self._spooling = True
-            log.warning("usage events for %s now go to the spool at %s: %s", self.topic, self.spool.directory, why)
+            log.warning(
+                "usage events for %s now go to the spool at %s: %s", self.topic, self.spool.directory, why
+            )
         self._wake_replayer.set()
 
     # ------------------------------------------------------------------ poller thread
@@ -266,7 +278,11 @@ class KafkaEmitter:
             self._outage = "all brokers are down"
         elif error.fatal():
             self._outage = f"fatal producer error: {error.str()}"
-            log.error("Kafka producer for %s hit a fatal error: %s (events are kept in the spool)", self.topic, error.str())
+            log.error(
+                "Kafka producer for %s hit a fatal error: %s (events are kept in the spool)",
+                self.topic,
+                error.str(),
+            )
         else:
             log.debug("Kafka client error for %s: %s", self.topic, error.str())
 
@@ -299,7 +315,10 @@ class KafkaEmitter:
                 self._dropped += len(rescued) - kept
             if kept < len(rescued):
                 self._losses.error(
-                    "spool-full", "%d usage event(s) DROPPED: the spool at %s is full", len(rescued) - kept, self.spool.directory
+                    "spool-full",
+                    "%d usage event(s) DROPPED: the spool at %s is full",
+                    len(rescued) - kept,
+                    self.spool.directory,
                 )
 
     # ------------------------------------------------------------------ replayer thread
@@ -339,8 +358,13 @@ class KafkaEmitter:
         except KafkaException as error:
             why = error.args[0].str() if error.args else str(error)
         self._losses.warning(
-            "waiting", "Kafka not reachable for %s (%s); %d event(s), %d bytes wait in the spool at %s",
-            self.topic, why, len(self.spool), self.spool.pending_bytes, self.spool.directory,
+            "waiting",
+            "Kafka not reachable for %s (%s); %d event(s), %d bytes wait in the spool at %s",
+            self.topic,
+            why,
+            len(self.spool),
+            self.spool.pending_bytes,
+            self.spool.directory,
         )
         return False
 
@@ -374,7 +398,12 @@ class KafkaEmitter:
                         return False
         if not tracker.done.wait(60.0) or tracker.retriable:
             reason = tracker.first_error.str() if tracker.first_error else "no delivery report in time"
-            log.warning("replaying %d spooled usage event(s) to %s failed (%s); will retry", len(batch), self.topic, reason)
+            log.warning(
+                "replaying %d spooled usage event(s) to %s failed (%s); will retry",
+                len(batch),
+                self.topic,
+                reason,
+            )
             return False
         if self.spool.commit(batch):
             with self._lock:
@@ -383,8 +412,10 @@ class KafkaEmitter:
                 with self._lock:
                     self._replay_failed += tracker.permanent
                 self._losses.error(
-                    "refused", "the broker refused %d spooled usage event(s) for good: %s",
-                    tracker.permanent, tracker.first_error.str() if tracker.first_error else "",
+                    "refused",
+                    "the broker refused %d spooled usage event(s) for good: %s",
+                    tracker.permanent,
+                    tracker.first_error.str() if tracker.first_error else "",
                 )
         return True
 
@@ -451,11 +482,15 @@ class KafkaEmitter:
         self._after_poll()
         self.spool.close()
         counters = self.counters
-        log.info("usage emitter for %s closed: %s; %d event(s) left in the spool", self.topic, counters.as_dict(), len(self.spool))
+        log.info(
+            "usage emitter for %s closed: %s; %d event(s) left in the spool",
+            self.topic,
+            counters.as_dict(),
+            len(self.spool),
+        )
 
     def __enter__(self) -> KafkaEmitter:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-

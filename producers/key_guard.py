@@ -161,7 +161,9 @@ class KeyGuard:
         if presented is None:
             return Verification(Outcome.INVALID, reason=MISSING_KEY_MESSAGE)
         try:
-            return self.verifier.verify(presented, scope=self.required_scope(method, path), client_ip=client_ip)
+            return self.verifier.verify(
+                presented, scope=self.required_scope(method, path), client_ip=client_ip
+            )
         except VerifierUnavailable as error:
             return Verification(Outcome.ERROR, reason=str(error))
         except Exception as error:  # noqa: BLE001 - a broken verifier fails closed, never open
@@ -173,7 +175,9 @@ class KeyGuard:
         if presented is None or self._averify is None:
             return self.verify(presented, method, path, client_ip)
         try:
-            return await self._averify(presented, scope=self.required_scope(method, path), client_ip=client_ip)  # type: ignore[no-any-return]
+            return await self._averify(
+                presented, scope=self.required_scope(method, path), client_ip=client_ip
+            )  # type: ignore[no-any-return]
         except VerifierUnavailable as error:
             return Verification(Outcome.ERROR, reason=str(error))
         except Exception as error:  # noqa: BLE001 - a broken verifier fails closed, never open
@@ -248,11 +252,17 @@ class KeyGuard:
         try:
             self.emitter.emit(fields)
         except Exception as error:  # noqa: BLE001 - the request path never fails because of auditing
-            log.error("could not emit the usage event of %s %s: %s", method, fields["route"], type(error).__name__)
+            log.error(
+                "could not emit the usage event of %s %s: %s", method, fields["route"], type(error).__name__
+            )
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s %s -> %d, key %s (%s)%s",
-                fields["method"], fields["route"], status, key_id, fields["outcome"],
+                fields["method"],
+                fields["route"],
+                status,
+                key_id,
+                fields["outcome"],
                 f": {redact(verdict.reason)}" if verdict.reason else "",
             )
 

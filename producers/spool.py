@@ -421,7 +421,10 @@ class DiskSpool:
             if good_end < size:
                 log.warning(
                     "spool %s: segment %d has %d unreadable byte(s) after offset %d (a torn write); cut off",
-                    self.directory, number, size - good_end, good_end,
+                    self.directory,
+                    number,
+                    size - good_end,
+                    good_end,
                 )
                 os.truncate(self._path(number), good_end)
             self._segments.append(number)
@@ -432,7 +435,9 @@ class DiskSpool:
         if self.pending_records:
             log.info(
                 "spool %s holds %d undelivered event(s) (%d bytes) from an earlier run; they will be replayed",
-                self.directory, self.pending_records, self.pending_bytes,
+                self.directory,
+                self.pending_records,
+                self.pending_bytes,
             )
 
     def _scan(self, number: int, start: int) -> tuple[int, int, int]:

@@ -43,7 +43,9 @@ class VerifierUnavailable(RuntimeError):
 class KeyVerifier(Protocol):
     """Anything that decides on a presented key. `KeyStore` itself satisfies it."""
 
-    def verify(self, presented_key: str, scope: str | None = None, client_ip: str | None = None) -> Verification:
+    def verify(
+        self, presented_key: str, scope: str | None = None, client_ip: str | None = None
+    ) -> Verification:
         """The verdict; raises `VerifierUnavailable` when it cannot decide."""
         ...
 
@@ -55,7 +57,9 @@ class LocalKeyVerifier:
     def __init__(self, store: KeyVerifier) -> None:
         self.store = store
 
-    def verify(self, presented_key: str, scope: str | None = None, client_ip: str | None = None) -> Verification:
+    def verify(
+        self, presented_key: str, scope: str | None = None, client_ip: str | None = None
+    ) -> Verification:
         try:
             return self.store.verify(presented_key, scope=scope, client_ip=client_ip)
         except Exception as error:  # noqa: BLE001 - any store failure means "cannot decide"
@@ -95,7 +99,9 @@ class RemoteKeyVerifier:
         self._cache: dict[tuple[bytes, str | None, str | None], tuple[float, Verification]] = {}
         self._lock = threading.Lock()
 
-    def _cache_key(self, presented_key: str, scope: str | None, client_ip: str | None) -> tuple[bytes, str | None, str | None]:
+    def _cache_key(
+        self, presented_key: str, scope: str | None, client_ip: str | None
+    ) -> tuple[bytes, str | None, str | None]:
         return hmac.new(self._salt, presented_key.encode(), hashlib.sha256).digest(), scope, client_ip
 
     def _cached(self, key: tuple[bytes, str | None, str | None]) -> Verification | None:
@@ -115,7 +121,9 @@ class RemoteKeyVerifier:
     def _body(self, presented_key: str, scope: str | None, client_ip: str | None) -> bytes:
         return orjson.dumps({"key": presented_key, "scope": scope, "client_ip": client_ip})
 
-    def verify(self, presented_key: str, scope: str | None = None, client_ip: str | None = None) -> Verification:
+    def verify(
+        self, presented_key: str, scope: str | None = None, client_ip: str | None = None
+    ) -> Verification:
         key = self._cache_key(presented_key, scope, client_ip)
         cached = self._cached(key)
         if cached is not None:
@@ -123,10 +131,14 @@ class RemoteKeyVerifier:
         try:
             response = self._client.post(self.url, content=self._body(presented_key, scope, client_ip))
         except httpx.HTTPError as error:
-            raise VerifierUnavailable(f"the verify endpoint did not answer ({type(error).__name__})") from None
+            raise VerifierUnavailable(
+                f"the verify endpoint did not answer ({type(error).__name__})"
+            ) from None
         return self._remember(key, _verdict(response))
 
-    async def averify(self, presented_key: str, scope: str | None = None, client_ip: str | None = None) -> Verification:
+    async def averify(
+        self, presented_key: str, scope: str | None = None, client_ip: str | None = None
+    ) -> Verification:
         """`verify` without blocking the event loop."""
         key = self._cache_key(presented_key, scope, client_ip)
         cached = self._cached(key)
@@ -137,9 +149,13 @@ class RemoteKeyVerifier:
                 headers=self._headers, timeout=self._timeout, transport=self._async_transport
             )
         try:
-            response = await self._async_client.post(self.url, content=self._body(presented_key, scope, client_ip))
+            response = await self._async_client.post(
+                self.url, content=self._body(presented_key, scope, client_ip)
+            )
         except httpx.HTTPError as error:
-            raise VerifierUnavailable(f"the verify endpoint did not answer ({type(error).__name__})") from None
+            raise VerifierUnavailable(
+                f"the verify endpoint did not answer ({type(error).__name__})"
+            ) from None
         return self._remember(key, _verdict(response))
 
     def close(self) -> None:

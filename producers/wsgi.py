@@ -144,8 +144,18 @@ class KeyTrailWSGIMiddleware:
         user_agent = environ.get("HTTP_USER_AGENT") or ""
         request_id = environ.get("HTTP_X_REQUEST_ID") or ""
         if verdict.outcome is not Outcome.OK:
-            return self._refuse(environ, start_response, verdict, missing, started_at, started, request_bytes,
-                                client_ip, user_agent, request_id)
+            return self._refuse(
+                environ,
+                start_response,
+                verdict,
+                missing,
+                started_at,
+                started,
+                request_bytes,
+                client_ip,
+                user_agent,
+                request_id,
+            )
 
         environ["keytrail"] = guard.identity(verdict)
         status_holder = [0]
@@ -184,8 +194,17 @@ class KeyTrailWSGIMiddleware:
         return _AuditedBody(body, finished)
 
     def _refuse(
-        self, environ: Environ, start_response: StartResponse, verdict: Verification, missing: bool,
-        started_at: float, started: int, request_bytes: int, client_ip: str, user_agent: str, request_id: str,
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        verdict: Verification,
+        missing: bool,
+        started_at: float,
+        started: int,
+        request_bytes: int,
+        client_ip: str,
+        user_agent: str,
+        request_id: str,
     ) -> Iterable[bytes]:
         guard = self.guard
         refusal = guard.refusal(verdict, missing)

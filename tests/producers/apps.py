@@ -44,7 +44,9 @@ def make_keyring(url: str) -> Keyring:
     secrets, ids = {}, {}
     for name in ("valid", "revoked", "expired", "disabled", "readonly"):
         scopes = ["orders:read"] if name == "readonly" else ["*"]
-        record, secret = store.create_key(f"test {name}", PROJECT, scopes=scopes, expires_in="1h" if name == "expired" else "never")
+        record, secret = store.create_key(
+            f"test {name}", PROJECT, scopes=scopes, expires_in="1h" if name == "expired" else "never"
+        )
         secrets[name], ids[name] = secret, record.id
     store.revoke(ids["revoked"])
     store.disable(ids["disabled"])

@@ -56,7 +56,9 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         partitions = sorted(metadata.topics[topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions if ends[p] > 0])
         by_partition: dict[int, list] = {p: [] for p in partitions}
         deadline = time.monotonic() + timeout

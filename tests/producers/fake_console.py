@@ -27,7 +27,9 @@ class FakeConsole:
         self.app.post("/v1/verify")(self._verify)
 
     def _ingest(self) -> Response:
-        self.requests.append({"authorization": request.headers.get("Authorization"), "size": len(request.data)})
+        self.requests.append(
+            {"authorization": request.headers.get("Authorization"), "size": len(request.data)}
+        )
         if self.fail_with:
             return Response(b'{"error":{"code":"broken","message":"try later"}}', self.fail_with)
         if self.ingest_key and request.headers.get("Authorization") != f"Bearer {self.ingest_key}":
@@ -48,16 +50,28 @@ class FakeConsole:
                 self.seen.add(event.event_id)
                 self.events.append(event)
                 accepted += 1
-        return Response(orjson.dumps({"accepted": accepted, "duplicates": duplicates, "rejected": rejected}), 200,
-                        content_type="application/json")
+        return Response(
+            orjson.dumps({"accepted": accepted, "duplicates": duplicates, "rejected": rejected}),
+            200,
+            content_type="application/json",
+        )
 
     def _verify(self) -> Response:
         body = orjson.loads(request.data)
         self.requests.append({"verify": sorted(body)})
         verdict = self.keystore.verify(body["key"], scope=body.get("scope"), client_ip=body.get("client_ip"))
-        return Response(orjson.dumps({"outcome": verdict.outcome.value, "key_id": verdict.key_id,
-                                      "project_id": verdict.project_id, "reason": verdict.reason}),
-                        200, content_type="application/json")
+        return Response(
+            orjson.dumps(
+                {
+                    "outcome": verdict.outcome.value,
+                    "key_id": verdict.key_id,
+                    "project_id": verdict.project_id,
+                    "reason": verdict.reason,
+                }
+            ),
+            200,
+            content_type="application/json",
+        )
 
     def transport(self) -> httpx.BaseTransport:
         console = self

@@ -31,7 +31,10 @@ def _cli() -> typer.Typer:
 
 
 def _write_file(path, good: int):
-    lines = [usage_event(f"key_cli{n % 3}", seconds=n, request_id=str(n)).model_dump_json().encode() for n in range(good)]
+    lines = [
+        usage_event(f"key_cli{n % 3}", seconds=n, request_id=str(n)).model_dump_json().encode()
+        for n in range(good)
+    ]
     bad = {
         3: b'{"event_id": "not json',
         7: orjson.dumps({**orjson.loads(lines[0]), "key_id": SECRET}),
@@ -54,11 +57,20 @@ def _rejects(path) -> list[dict]:
 def test_produce_sends_valid_lines_to_kafka_and_writes_rejects(kafka_bootstrap, usage_topic, tmp_path):
     events = tmp_path / "gateway.jsonl"
     valid = _write_file(events, 40)
-    result = CliRunner().invoke(_cli(), ["produce", str(events), "--bootstrap", kafka_bootstrap, "--topic", usage_topic])
+    result = CliRunner().invoke(
+        _cli(), ["produce", str(events), "--bootstrap", kafka_bootstrap, "--topic", usage_topic]
+    )
     assert result.exit_code == 1, result.output  # some lines were rejected
     rejects = _rejects(tmp_path / "gateway.jsonl.rejects.jsonl")
-    assert [(r["line"], r["code"]) for r in rejects] == [(3, "bad_json"), (8, "schema_violation"), (10, "schema_violation")]
-    assert "secret" in rejects[1]["reason"] and SECRET not in (tmp_path / "gateway.jsonl.rejects.jsonl").read_text()
+    assert [(r["line"], r["code"]) for r in rejects] == [
+        (3, "bad_json"),
+        (8, "schema_violation"),
+        (10, "schema_violation"),
+    ]
+    assert (
+        "secret" in rejects[1]["reason"]
+        and SECRET not in (tmp_path / "gateway.jsonl.rejects.jsonl").read_text()
+    )
     messages = read_topic(kafka_bootstrap, usage_topic)
     assert len(messages) == valid
     assert all(m.key() == orjson.loads(m.value())["key_id"].encode() for m in messages)
@@ -90,7 +102,8 @@ def test_ingest_goes_through_a_running_console_with_the_ingest_key(tmp_path, mon
         rejects = tmp_path / "out" / "bad.jsonl"
         monkeypatch.setenv("KEYTRAIL_INGEST_KEY", "kt_test_ingest")
         result = CliRunner().invoke(
-            _cli(), ["ingest", str(events), "--api-url", f"http://127.0.0.1:{port}", "--rejects", str(rejects)]
+            _cli(),
+            ["ingest", str(events), "--api-url", f"http://127.0.0.1:{port}", "--rejects", str(rejects)],
         )
     finally:
         server.shutdown()
@@ -103,11 +116,21 @@ def test_ingest_goes_through_a_running_console_with_the_ingest_key(tmp_path, mon
 def test_ingest_without_a_console_runs_the_embedded_pipeline(tmp_path):
     events = tmp_path / "e.jsonl"
     valid = _write_file(events, 30)
-    env = {**os.environ, "KEYTRAIL_DATA_DIR": str(tmp_path / "data"), "KEYTRAIL_API_URL": f"http://127.0.0.1:{free_port()}",
-           "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "KEYTRAIL_DATA_DIR": str(tmp_path / "data"),
+        "KEYTRAIL_API_URL": f"http://127.0.0.1:{free_port()}",
+        "COLUMNS": "200",
+    }
     script = "import typer; from console.cli_ingest import ingest; typer.run(ingest)"
-    done = subprocess.run([sys.executable, "-c", script, str(events)], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(events)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "embedded store" in done.stderr
     assert f"│ {valid} " in done.stderr or f" {valid} " in done.stderr

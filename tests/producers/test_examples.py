@@ -32,13 +32,30 @@ def _wait_for(url: str, process: subprocess.Popen, timeout: float = 60.0) -> Non
 
 @pytest.mark.parametrize("example", ["fastapi_service.py", "flask_service.py"])
 def test_example_service_runs_and_is_protected(example, tmp_path):
-    env = {**os.environ, "KEYTRAIL_DATA_DIR": str(tmp_path / "data"), "KEYTRAIL_API_URL": f"http://127.0.0.1:{free_port()}"}
-    created = subprocess.run([sys.executable, str(EXAMPLES / example), "--create-key", "proj_example"],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True)
+    env = {
+        **os.environ,
+        "KEYTRAIL_DATA_DIR": str(tmp_path / "data"),
+        "KEYTRAIL_API_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    created = subprocess.run(
+        [sys.executable, str(EXAMPLES / example), "--create-key", "proj_example"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     key_id, secret = created.stdout.split()
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(EXAMPLES / example), "--port", str(port), "--transport", "http"],
-                               env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / example), "--port", str(port), "--transport", "http"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_for(f"{base}/healthz", process)

@@ -15,14 +15,31 @@ INGEST_KEY = "kt_live_ingestkeyingestkeyingestkey12_abc123"
 
 
 def _fields(n: int, **changes) -> dict:
-    return {"key_id": f"key_{n % 3}", "project_id": "proj_p", "service": "orders", "method": "GET",
-            "route": "/v1/orders", "status": 200, "outcome": "ok", "client_ip": "10.0.0.1",
-            "request_id": str(n), **changes}
+    return {
+        "key_id": f"key_{n % 3}",
+        "project_id": "proj_p",
+        "service": "orders",
+        "method": "GET",
+        "route": "/v1/orders",
+        "status": 200,
+        "outcome": "ok",
+        "client_ip": "10.0.0.1",
+        "request_id": str(n),
+        **changes,
+    }
 
 
 def _emitter(console: FakeConsole, tmp_path, **options) -> HttpEmitter:
-    options = {"ingest_key": INGEST_KEY, "spool_dir": tmp_path / "spool", "background": False,
-               "backoff": 0.01, "max_backoff": 0.05, "retries": 1, "transport": console.transport(), **options}
+    options = {
+        "ingest_key": INGEST_KEY,
+        "spool_dir": tmp_path / "spool",
+        "background": False,
+        "backoff": 0.01,
+        "max_backoff": 0.05,
+        "retries": 1,
+        "transport": console.transport(),
+        **options,
+    }
     return HttpEmitter("http://console.test", **options)
 
 

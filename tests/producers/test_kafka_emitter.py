@@ -23,9 +23,16 @@ KEYS = [f"key_outage{i}" for i in range(7)]
 
 def _fields(n: int, key_id: str | None = None) -> dict:
     return {
-        "key_id": key_id or KEYS[n % len(KEYS)], "project_id": "proj_p", "service": "orders", "method": "GET",
-        "route": "/v1/orders/{order_id}", "status": 200, "outcome": "ok", "latency_ms": 1.25,
-        "client_ip": "10.0.0.1", "request_id": str(n),
+        "key_id": key_id or KEYS[n % len(KEYS)],
+        "project_id": "proj_p",
+        "service": "orders",
+        "method": "GET",
+        "route": "/v1/orders/{order_id}",
+        "status": 200,
+        "outcome": "ok",
+        "latency_ms": 1.25,
+        "client_ip": "10.0.0.1",
+        "request_id": str(n),
     }
 
 
@@ -63,7 +70,10 @@ def test_broker_outage_loses_nothing_duplicates_nothing_and_keeps_per_key_order(
         for n in range(3000, 8000):  # the broker is down
             emitter.emit(_fields(n))
         down = emitter.counters
-        assert down.spooled >= 5000, "events emitted during the outage went to the spool, not to a blocked call"
+        assert down.spooled >= 5000, (
+            "events emitted during the outage went to the spool, not to a blocked call"
+        )
+
         # The broker restarts in this thread (its process dies with the thread that started it);
         # a second thread keeps emitting meanwhile.
         def emit_while_restarting() -> None:

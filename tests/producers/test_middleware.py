@@ -25,8 +25,14 @@ class Harness:
         self.keyring = keyring
         self.events: list = []
         self.emitter = InProcessEmitter(self.events.extend, background=False, strict=True)
-        settings = {"verifier": LocalKeyVerifier(keyring.store), "emitter": self.emitter, "service": SERVICE,
-                    "project_id": "proj_service", "public_paths": ["/healthz"], **options}
+        settings = {
+            "verifier": LocalKeyVerifier(keyring.store),
+            "emitter": self.emitter,
+            "service": SERVICE,
+            "project_id": "proj_service",
+            "public_paths": ["/healthz"],
+            **options,
+        }
         if framework == "fastapi":
             self.app = fastapi_app(**settings)
         else:
@@ -39,16 +45,22 @@ class Harness:
             environ = {"REMOTE_ADDR": peer} if peer else {}
             if "content" in kwargs:
                 kwargs["data"] = kwargs.pop("content")
-            response = self.client.open(path, method=method, headers=headers or {}, environ_base=environ, **kwargs)
+            response = self.client.open(
+                path, method=method, headers=headers or {}, environ_base=environ, **kwargs
+            )
             response.close()
             status, body = response.status_code, response.get_data()
         else:
-            response = asyncio.run(self._asgi_call(method, path, headers or {}, peer or "203.0.113.7", kwargs))
+            response = asyncio.run(
+                self._asgi_call(method, path, headers or {}, peer or "203.0.113.7", kwargs)
+            )
             status, body = response.status_code, response.content
         assert self.emitter.flush(5) == 0
         return status, body
 
-    async def _asgi_call(self, method: str, path: str, headers: dict, peer: str, kwargs: dict) -> httpx.Response:
+    async def _asgi_call(
+        self, method: str, path: str, headers: dict, peer: str, kwargs: dict
+    ) -> httpx.Response:
         transport = httpx.ASGITransport(self.app, raise_app_exceptions=False, client=(peer, 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             return await client.request(method, path, headers=headers, **kwargs)
@@ -72,8 +84,13 @@ def harness(request, keyring):
 
 def test_valid_key_gets_200_and_one_event_with_the_route_template(harness, keyring):
     status, body = harness.call(
-        "GET", "/v1/orders/A-1001?expand=items",
-        headers={"Authorization": f"Bearer {keyring.secrets['valid']}", "User-Agent": "billing/2.0", "X-Request-ID": "req-77"},
+        "GET",
+        "/v1/orders/A-1001?expand=items",
+        headers={
+            "Authorization": f"Bearer {keyring.secrets['valid']}",
+            "User-Agent": "billing/2.0",
+            "X-Request-ID": "req-77",
+        },
     )
     assert status == 200
     assert orjson.loads(body) == {"order": "A-1001", "caller": keyring.ids["valid"]}
@@ -86,7 +103,9 @@ def test_valid_key_gets_200_and_one_event_with_the_route_template(harness, keyri
 
 
 def test_x_api_key_header_works_and_request_bytes_are_counted(harness, keyring):
-    status, _ = harness.call("POST", "/v1/orders", headers={"X-API-Key": keyring.secrets["valid"]}, content=b"x" * 321)
+    status, _ = harness.call(
+        "POST", "/v1/orders", headers={"X-API-Key": keyring.secrets["valid"]}, content=b"x" * 321
+    )
     assert status == 200
     event = harness.only_event()
     assert (event.route, event.method, event.request_bytes) == ("/v1/orders", "POST", 321)
@@ -104,7 +123,9 @@ def test_x_api_key_header_works_and_request_bytes_are_counted(harness, keyring):
         ("disabled", 403, "key_disabled", "disabled", "disabled"),
     ],
 )
-def test_refused_keys_get_the_right_status_error_and_event(harness, keyring, key, status, code, outcome, key_id):
+def test_refused_keys_get_the_right_status_error_and_event(
+    harness, keyring, key, status, code, outcome, key_id
+):
     secret = keyring.secrets.get(key, key)
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     got_status, body = harness.call("GET", "/v1/orders/A-1", headers=headers)
@@ -121,7 +142,9 @@ def test_refused_keys_get_the_right_status_error_and_event(harness, keyring, key
 def test_a_key_without_the_required_scope_is_denied(keyring):
     for framework in ("fastapi", "flask"):
         harness = Harness(framework, keyring, scope="orders:write")
-        status, body = harness.call("GET", "/v1/orders/A-1", headers={"X-API-Key": keyring.secrets["readonly"]})
+        status, body = harness.call(
+            "GET", "/v1/orders/A-1", headers={"X-API-Key": keyring.secrets["readonly"]}
+        )
         assert status == 403 and orjson.loads(body)["error"]["code"] == "access_denied"
         event = harness.only_event()
         assert (event.outcome.value, event.key_id) == ("denied", keyring.ids["readonly"])
@@ -131,8 +154,11 @@ def test_the_secret_appears_in_no_event_and_no_log_line(harness, keyring, caplog
     caplog.set_level(logging.DEBUG)
     secrets = [keyring.secrets[name] for name in ("valid", "revoked", "expired", "disabled", "unknown")]
     for secret in secrets:
-        for headers in ({"Authorization": f"Bearer {secret}"}, {"X-API-Key": secret},
-                        {"X-API-Key": secret, "User-Agent": f"leaky/{secret}", "X-Request-ID": secret}):
+        for headers in (
+            {"Authorization": f"Bearer {secret}"},
+            {"X-API-Key": secret},
+            {"X-API-Key": secret, "User-Agent": f"leaky/{secret}", "X-Request-ID": secret},
+        ):
             harness.call("GET", "/v1/orders/A-1", headers=headers)
     assert len(harness.events) == 15
     recorded = b"\n".join(event.model_dump_json().encode() for event in harness.events)
@@ -194,21 +220,31 @@ def test_remote_verification_follows_the_verify_contract_and_fails_closed(keyrin
     caplog.set_level(logging.DEBUG)
     console = FakeConsole(keystore=keyring.store)
     for framework in ("fastapi", "flask"):
-        verifier = RemoteKeyVerifier("http://console.test", cache_ttl=60, transport=console.transport(),
-                                     async_transport=console.async_transport())
+        verifier = RemoteKeyVerifier(
+            "http://console.test",
+            cache_ttl=60,
+            transport=console.transport(),
+            async_transport=console.async_transport(),
+        )
         harness = Harness(framework, keyring, verifier=verifier, scope="orders:read")
         console.down = False
         console.requests.clear()
-        assert harness.call("GET", "/v1/orders/A-1", headers={"X-API-Key": keyring.secrets["valid"]})[0] == 200
+        assert (
+            harness.call("GET", "/v1/orders/A-1", headers={"X-API-Key": keyring.secrets["valid"]})[0] == 200
+        )
         assert harness.only_event().key_id == keyring.ids["valid"]
         assert console.requests == [{"verify": ["client_ip", "key", "scope"]}]
-        assert harness.call("GET", "/v1/orders/A-2", headers={"X-API-Key": keyring.secrets["valid"]})[0] == 200
+        assert (
+            harness.call("GET", "/v1/orders/A-2", headers={"X-API-Key": keyring.secrets["valid"]})[0] == 200
+        )
         assert len(console.requests) == 1, "the verdict is cached"
         harness.only_event()
         status, _ = harness.call("GET", "/v1/orders/A-1", headers={"X-API-Key": keyring.secrets["revoked"]})
         assert status == 403 and harness.only_event().outcome.value == "revoked"
         console.down = True
-        status, body = harness.call("GET", "/v1/orders/A-1", headers={"X-API-Key": keyring.secrets["expired"]})
+        status, body = harness.call(
+            "GET", "/v1/orders/A-1", headers={"X-API-Key": keyring.secrets["expired"]}
+        )
         assert status == 503 and orjson.loads(body)["error"]["code"] == "verification_unavailable"
         event = harness.only_event()
         assert (event.outcome.value, event.key_id) == ("error", "unknown")

@@ -28,20 +28,41 @@ TEMPLATE = (
 )
 
 
-@pytest.mark.skipif(KCAT is None, reason="kcat is not installed (Debian package kcat; infra/install-test-deps.sh)")
+@pytest.mark.skipif(
+    KCAT is None, reason="kcat is not installed (Debian package kcat; infra/install-test-deps.sh)"
+)
 def test_events_produced_with_kcat_decode_and_are_accepted_by_the_core(kafka_bootstrap, usage_topic):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
     lines = []
     for n in range(30):
         key_id = f"key_kcat{n % 4}"
         body = TEMPLATE.format(
-            event_id=uuid.uuid4(), occurred_at=(start + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            key_id=key_id, status=200 if n % 5 else 403, outcome="ok" if n % 5 else "denied", n=n,
+            event_id=uuid.uuid4(),
+            occurred_at=(start + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            key_id=key_id,
+            status=200 if n % 5 else 403,
+            outcome="ok" if n % 5 else "denied",
+            n=n,
         )
         lines.append(f"{key_id}\t{body}")
     subprocess.run(
-        [KCAT, "-P", "-b", kafka_bootstrap, "-t", usage_topic, "-K", "\t", "-X", "partitioner=murmur2_random"],
-        input="\n".join(lines) + "\n", text=True, check=True, timeout=60, capture_output=True,
+        [
+            KCAT,
+            "-P",
+            "-b",
+            kafka_bootstrap,
+            "-t",
+            usage_topic,
+            "-K",
+            "\t",
+            "-X",
+            "partitioner=murmur2_random",
+        ],
+        input="\n".join(lines) + "\n",
+        text=True,
+        check=True,
+        timeout=60,
+        capture_output=True,
     )
     messages = read_topic(kafka_bootstrap, usage_topic)
     assert len(messages) == 30
