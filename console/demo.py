@@ -482,7 +482,7 @@ def run_burst_demo(settings: Settings, *, keys: int = 5, events: int = 20_000,
 
 def demo_command(
     duration: Annotated[
-        float | None, typer.Option(min=1, help="stop after this many seconds (default: run until Ctrl-C)")
+        float | None, typer.Option(min=1, help="stop after this many seconds of live story, after the backfill (default: until Ctrl-C)")
     ] = None,
     speed: Annotated[
         float, typer.Option(min=2, help="simulated seconds per real second in the live phase")
