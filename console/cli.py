@@ -62,17 +62,6 @@ def schema_export(
 
 
 @app.command()
-def demo(
-    keys: Annotated[int, typer.Option(min=1, max=100, help="keys to create")] = 5,
-    events: Annotated[int, typer.Option(min=1, help="synthetic events to ingest")] = 20_000,
-) -> None:
-    """Ingest a burst of synthetic events on the embedded default and print a per-key table."""
-    from console.demo import run_burst_demo
-
-    run_burst_demo(get_settings(), keys=keys, events=events, console=console)
-
-
-@app.command()
 def migrate() -> None:
     """Apply ClickHouse migrations (chDB or server, from KEYTRAIL_CLICKHOUSE_URL)."""
     from sql.backends import open_clickhouse
@@ -119,8 +108,15 @@ def projector() -> None:
         store.close()
 
 
+def _mount_demo() -> None:
+    from console.demo import demo_command
+
+    app.command("demo")(demo_command)
+
+
 def main() -> None:
     """Entry point of the `keytrail` console script."""
+    _mount_demo()
     _mount_sub_apps()
     app()
 

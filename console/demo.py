@@ -472,14 +472,6 @@ def run_demo(settings: Settings, *, duration: float | None = None, speed: float 
     return demo.run()
 
 
-def run_burst_demo(settings: Settings, *, keys: int = 5, events: int = 20_000,
-                   console: Console | None = None) -> DemoReport:
-    """Bridge for the old `keytrail demo` registration in console/cli.py (its options are ignored):
-    runs the story demo until Ctrl-C. Remove once cli.py registers `demo_command`."""
-    del keys, events
-    return run_demo(settings, console=console)
-
-
 def demo_command(
     duration: Annotated[
         float | None, typer.Option(min=1, help="stop after this many seconds of live story, after the backfill (default: until Ctrl-C)")
