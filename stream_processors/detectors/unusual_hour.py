@@ -44,6 +44,10 @@ class UnusualHourThresholds:
     quiet_day_stretch_hours: int = 24
     """... and, when the key is active at that hour on other days, a stretch of at least a whole day
     (a weekend of a weekday key): sparse weekend evenings of a busy key are not unusual."""
+    edge_weeks: int = 2
+    """The quiet stretch must have sharp edges: the hours just before and after it were active in at
+    least this many weeks. A key whose activity thins out into the night (a light key with a smooth
+    daily wave) has no clear quiet hours, and a stray request there is not news."""
     window_hours: int = 6
 
 
@@ -53,7 +57,8 @@ class UnusualHourDetector:
     An active hour is unusual when that hour of the week and the hours before and after it (so a job
     drifting across a full hour or a daylight-saving shift is not unusual) were never active, it lies
     in a never-active stretch of at least `quiet_stretch_hours` (`quiet_day_stretch_hours` if the key
-    is active at that hour on other days), and the key has had no such surprise for `regular_days`.
+    is active at that hour on other days) whose edges were active in `edge_weeks` weeks, and the key
+    has had no such surprise for `regular_days`.
     Severity: medium when the key was never active at that hour (±1 h) on any day, low when it was
     on other days (e.g. a first Saturday for a weekday key).
     Memory: `f` first day, `p` packed counts, `n` active hours, `a` recent active hours (epoch
@@ -108,9 +113,11 @@ class UnusualHourDetector:
             and not count_at(packed, (slot + 1) % WEEK_HOURS)
         ):
             counts = read_counts(packed)
-            stretch = quiet_stretch(counts, slot)
-            if stretch >= self.thresholds.quiet_stretch_hours and (
-                stretch >= self.thresholds.quiet_day_stretch_hours or not active_at_hour_of_day(counts, slot)
+            stretch, edge_weeks = quiet_stretch(counts, slot)
+            if (
+                stretch >= self.thresholds.quiet_stretch_hours
+                and edge_weeks >= self.thresholds.edge_weeks
+                and (stretch >= self.thresholds.quiet_day_stretch_hours or not active_at_hour_of_day(counts, slot))
             ):
                 last_surprise = memory["s"]
                 regular = last_surprise < 0 or hour - last_surprise >= self.thresholds.regular_days * 24
@@ -183,19 +190,21 @@ class UnusualHourDetector:
         )
 
 
-def quiet_stretch(counts: list[int], slot: int) -> int:
-    """Length of the run of never-active hours of the week around `slot` (168 if the week is empty)."""
+def quiet_stretch(counts: list[int], slot: int) -> tuple[int, int]:
+    """The run of never-active hours of the week around `slot`: its length, and the fewest weeks the
+    hours just before and after it were active (how sharp its edges are; 0 if the week is empty)."""
     if counts[slot]:
-        return 0
-    length = 1
+        return 0, 0
+    length, edges = 1, []
     for direction in (1, -1):
         step = slot
         while length < WEEK_HOURS:
             step = (step + direction) % WEEK_HOURS
             if counts[step]:
+                edges.append(counts[step])
                 break
             length += 1
-    return length
+    return length, min(edges, default=0)
 
 
 def active_at_hour_of_day(counts: list[int], slot: int) -> bool:
