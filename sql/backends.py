@@ -18,7 +18,9 @@ JSON_OUTPUT_SETTINGS = {
     "output_format_json_quote_64bit_integers": 0,
     "output_format_json_quote_64bit_floats": 0,
     "date_time_output_format": "iso",
+    "date_time_input_format": "best_effort",
 }
+"""Session settings of both backends: plain JSON numbers, ISO times out, ISO 8601 (any offset) accepted in."""
 
 
 class ClickHouseError(RuntimeError):

@@ -13,6 +13,8 @@ from stream_processors.core.clock import epoch_ms, from_epoch_ms
 from stream_processors.core.state import OUTCOME_INDEX, OUTCOME_ORDER, KeyState, MinuteAggregate
 
 MINUTE_MS = 60_000
+_OUTCOME_ERROR = Outcome.ERROR
+_OUTCOME_NAMES = tuple(outcome.value for outcome in OUTCOME_ORDER)
 
 
 class StateMapping(Protocol):
@@ -76,7 +78,7 @@ class BatchResult:
 
 def is_error(event: KeyUsageEvent) -> bool:
     """A server-side failure: outcome `error` or a 5xx status."""
-    return event.outcome is Outcome.ERROR or event.status >= 500
+    return event.outcome is _OUTCOME_ERROR or event.status >= 500
 
 
 class UsageAggregator:
@@ -118,11 +120,12 @@ class UsageAggregator:
                 continue
             aggregate.event_ids.add(event_int)
             aggregate.requests += 1
-            if is_error(event):
+            outcome = event.outcome
+            if outcome is _OUTCOME_ERROR or event.status >= 500:
                 aggregate.errors += 1
-            if event.outcome in DENIAL_OUTCOMES:
+            if outcome in DENIAL_OUTCOMES:
                 aggregate.denials += 1
-            aggregate.outcomes[OUTCOME_INDEX[event.outcome]] += 1
+            aggregate.outcomes[OUTCOME_INDEX[outcome]] += 1
             aggregate.ips.add(event.client_ip)
             aggregate.request_bytes += event.request_bytes
             aggregate.response_bytes += event.response_bytes
@@ -175,7 +178,7 @@ class UsageAggregator:
             requests=aggregate.requests,
             errors=aggregate.errors,
             denials=aggregate.denials,
-            outcomes={o.value: n for o, n in zip(OUTCOME_ORDER, aggregate.outcomes, strict=True)},
+            outcomes=dict(zip(_OUTCOME_NAMES, aggregate.outcomes, strict=True)),
             distinct_ips=len(aggregate.ips),
             request_bytes=aggregate.request_bytes,
             response_bytes=aggregate.response_bytes,
