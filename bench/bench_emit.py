@@ -131,6 +131,30 @@ def main() -> None:
             row("encode (dict -> contract JSON)", timed_calls(encoder.encode, options.events), baseline)
         )
 
+        # librdkafka's produce() alone, on pre-encoded bytes, with the emitter's producer settings.
+        from confluent_kafka import Producer
+
+        from producers.kafka_emitter import producer_config
+
+        raw = Producer({**producer_config(bootstrap), "on_delivery": lambda error, message: None})
+        encoded = [encoder.encode(request_fields(n)) for n in range(options.events)]
+        samples, cpu0 = [], time.thread_time_ns()
+        for key, value in encoded:
+            started = time.perf_counter_ns()
+            raw.produce(topic, value, key)
+            samples.append(time.perf_counter_ns() - started)
+            if len(samples) % 1000 == 0:
+                raw.poll(0)
+        rows.append(
+            row(
+                "produce() alone (pre-encoded bytes)",
+                (samples, (time.thread_time_ns() - cpu0) / len(samples) / 1000),
+                0.0,
+            )
+        )
+        raw.flush(120)
+        del encoded
+
         emitter = KafkaEmitter(bootstrap, topic=topic, spool_dir=workdir / "spool-up")
         timed_calls(emitter.emit, 20_000)
         emitter.flush(60)
@@ -169,12 +193,13 @@ def main() -> None:
         deadline = time.monotonic() + 60
         while not down.spooling and time.monotonic() < deadline:
             time.sleep(0.05)
-        samples = timed_calls(down.emit, options.events)
+        measured = timed_calls(down.emit, options.events)
         counters = down.counters
         rows.append(
             row(
                 f"emit(), {how} (spooling)",
-                samples,
+                measured,
+                baseline,
                 f"spooled {counters.spooled}, dropped {counters.dropped}",
             )
         )

@@ -164,15 +164,21 @@ class DiskSpool:
 
     def append(self, key: bytes, value: bytes) -> bool:
         """Add a record at the end; False (nothing written) when it would pass `max_bytes`."""
-        record = encode_record(key, value)
+        prefix = _KEY_LENGTH.pack(len(key))
+        size = _OVERHEAD + len(key) + len(value)
+        header = _HEADER.pack(size - _HEADER.size, zlib.crc32(value, zlib.crc32(key, zlib.crc32(prefix))))
         with self._lock:
-            if self._closed or self.pending_bytes + len(record) > self.max_bytes:
+            if self._closed or self.pending_bytes + size > self.max_bytes:
                 return False
-            self._buffer += record
+            buffer = self._buffer
+            buffer += header
+            buffer += prefix
+            buffer += key
+            buffer += value
             self._buffered_records += 1
-            self.pending_bytes += len(record)
+            self.pending_bytes += size
             self.pending_records += 1
-            full = len(self._buffer) >= self.buffer_bytes
+            full = len(buffer) >= self.buffer_bytes
         if full:
             self.flush()
         return True
