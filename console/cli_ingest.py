@@ -112,14 +112,14 @@ def _finish(tally: Tally, rejects_path: Path, destination: str, started: float) 
 
 
 def _rejects_path(file: Path, rejects: Path | None) -> Path:
-    return rejects or file.with_name(file.name + ".rejects.jsonl")
+    return rejects or file.with_suffix(".rejects.jsonl")
 
 
 FileArgument = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="JSON Lines of KeyUsageEvent v1")
 ]
 RejectsOption = Annotated[
-    Path | None, typer.Option("--rejects", help="where rejected lines go [default: FILE.rejects.jsonl]")
+    Path | None, typer.Option("--rejects", help="where rejected lines go (default: FILE.rejects.jsonl)")
 ]
 
 
@@ -127,7 +127,7 @@ def produce(
     file: FileArgument,
     rejects: RejectsOption = None,
     bootstrap: Annotated[
-        str | None, typer.Option(help="Kafka bootstrap servers [default: KEYTRAIL_KAFKA_BOOTSTRAP]")
+        str | None, typer.Option(help="Kafka bootstrap servers (default: KEYTRAIL_KAFKA_BOOTSTRAP)")
     ] = None,
     topic: Annotated[str, typer.Option(help="the usage topic")] = Topics.USAGE.value,
     timeout: Annotated[
@@ -204,13 +204,13 @@ def ingest(
     file: FileArgument,
     rejects: RejectsOption = None,
     api_url: Annotated[
-        str | None, typer.Option(help="the running console [default: KEYTRAIL_API_URL]")
+        str | None, typer.Option(help="the running console (default: KEYTRAIL_API_URL)")
     ] = None,
     api_key: Annotated[
         str | None,
         typer.Option(
             envvar=INGEST_KEY_ENV,
-            help="key with the ingest scope [default: DATA_DIR/admin.key]",
+            help="key with the ingest scope (default: DATA_DIR/admin.key)",
             show_default=False,
         ),
     ] = None,

@@ -61,7 +61,7 @@ def test_produce_sends_valid_lines_to_kafka_and_writes_rejects(kafka_bootstrap, 
         _cli(), ["produce", str(events), "--bootstrap", kafka_bootstrap, "--topic", usage_topic]
     )
     assert result.exit_code == 1, result.output  # some lines were rejected
-    rejects = _rejects(tmp_path / "gateway.jsonl.rejects.jsonl")
+    rejects = _rejects(tmp_path / "gateway.rejects.jsonl")
     assert [(r["line"], r["code"]) for r in rejects] == [
         (3, "bad_json"),
         (8, "schema_violation"),
@@ -69,7 +69,7 @@ def test_produce_sends_valid_lines_to_kafka_and_writes_rejects(kafka_bootstrap, 
     ]
     assert (
         "secret" in rejects[1]["reason"]
-        and SECRET not in (tmp_path / "gateway.jsonl.rejects.jsonl").read_text()
+        and SECRET not in (tmp_path / "gateway.rejects.jsonl").read_text()
     )
     messages = read_topic(kafka_bootstrap, usage_topic)
     assert len(messages) == valid
@@ -134,4 +134,4 @@ def test_ingest_without_a_console_runs_the_embedded_pipeline(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "embedded store" in done.stderr
     assert f"│ {valid} " in done.stderr or f" {valid} " in done.stderr
-    assert len(_rejects(tmp_path / "e.jsonl.rejects.jsonl")) == 3
+    assert len(_rejects(tmp_path / "e.rejects.jsonl")) == 3
