@@ -192,6 +192,18 @@ _REFUSALS = {
 }
 
 
+def _lognormal_table(sigma: float, size: int = 4096) -> tuple[float, ...]:
+    """exp(N(0, sigma)) at evenly spaced quantiles: a table lookup instead of two gauss() calls per event."""
+    from statistics import NormalDist
+
+    normal = NormalDist(0.0, sigma)
+    return tuple(math.exp(normal.inv_cdf((i + 0.5) / size)) for i in range(size))
+
+
+_LATENCY_SPREAD = _lognormal_table(0.45)
+_SIZE_SPREAD = _lognormal_table(0.6)
+
+
 def _key_id(rng: random.Random) -> str:
     return "key_" + "".join(rng.choice(BASE62) for _ in range(20))
 
@@ -455,7 +467,7 @@ class UsageGenerator:
         if key.key_id in revoked_from and at_ms >= revoked_from[key.key_id]:
             outcome, status = "revoked", 401
         refused = outcome != "ok" and outcome != "error"
-        latency = route.latency_ms * math.exp(rng.gauss(0, 0.45))
+        latency = route.latency_ms * _LATENCY_SPREAD[int(random_() * 4096)]
         if refused:
             latency = min(latency, 3.0 + random_() * 4)
         ident = rng.getrandbits(128)
@@ -475,7 +487,7 @@ class UsageGenerator:
             "outcome": outcome,
             "latency_ms": round(latency, 2),
             "request_bytes": int(route.request_bytes * (0.5 + random_())) if route.request_bytes else 0,
-            "response_bytes": 0 if refused else int(route.response_bytes * math.exp(rng.gauss(0, 0.6))),
+            "response_bytes": 0 if refused else int(route.response_bytes * _SIZE_SPREAD[int(random_() * 4096)]),
             "client_ip": address,
             "user_agent": user_agent,
             "request_id": f"req_{counter:012x}",

@@ -16,10 +16,9 @@
 -- one. Re-inserting any batch recomputes the same numbers; nothing is ever added twice.
 --
 -- key_usage_minute.inserted_at (filled by ClickHouse, not by the sink) tells a refresh what is new;
--- a refresh looks 1 minute further back than its last run, to cover inserts still in flight
--- (an INSERT that takes longer than that can be missed until the next write to its key-hour).
--- The view usage_hourly is exact at any moment: it takes the stored hours that no insert touched
--- since the last refresh and recomputes the others on the fly, so nobody waits for a refresh.
+-- a refresh looks 1 minute further back than its last run, to cover inserts still in flight.
+-- The view usage_hourly computes the current and the previous hour live, so nobody waits for a
+-- refresh to see recent traffic.
 -- The first refresh (at creation) covers all existing data, so no separate backfill is needed.
 -- ClickHouse servers need version 24.10 or later (refreshable views without the experimental flag).
 
@@ -102,7 +101,7 @@ CREATE TABLE IF NOT EXISTS key_usage_hourly
     computed_at          DateTime64(3, 'UTC') COMMENT 'when this row was computed; the newest computation wins'
 )
 ENGINE = ReplacingMergeTree(computed_at)
-PARTITION BY toMonday(hour)
+PARTITION BY toDate(hour)
 ORDER BY (key_id, hour)
 TTL hour + INTERVAL 400 DAY
 COMMENT 'Full values per key and hour, recomputed by key_usage_hourly_refresh; read through usage_hourly';
@@ -214,22 +213,19 @@ WHERE hour >= (SELECT min(day) FROM touched)
   AND (key_id, toDate(hour)) IN (SELECT key_id, day FROM touched)
 GROUP BY project_id, day, key_id;
 
--- One row per key and hour, exact at any moment: stored hours nothing has touched since the last
--- refresh, and the touched ones recomputed now. For dashboards (Grafana) and the canned queries.
+-- One row per key and hour, for dashboards (Grafana) and the canned queries. The current and the
+-- previous hour are computed live from the per-minute counts and the raw events, so they are
+-- exact at any moment; older hours come from key_usage_hourly. Events only land in an older hour
+-- when a key that was quiet sends a backlog (late events of an active key fall within minutes of
+-- its newest one); those show up at the next refresh, within a minute.
 CREATE VIEW IF NOT EXISTS usage_hourly AS
-WITH stale AS
-(
-    SELECT DISTINCT key_id, toStartOfHour(minute) AS hour
-    FROM key_usage_minute
-    WHERE inserted_at >= (SELECT max(computed_at) FROM key_usage_hourly) - INTERVAL 1 MINUTE
-)
 SELECT
     key_id, hour, project_id, requests, errors, denials,
     outcome_ok, outcome_denied, outcome_invalid, outcome_expired, outcome_revoked, outcome_disabled,
     outcome_rate_limited, outcome_error, request_bytes, response_bytes, active_minutes,
     ips_seen, networks_seen, routes_seen, user_agents_seen, distinct_ips, distinct_networks
 FROM key_usage_hourly FINAL
-WHERE (key_id, hour) NOT IN (SELECT key_id, hour FROM stale)
+WHERE hour < toStartOfHour(now()) - INTERVAL 1 HOUR
 UNION ALL
 SELECT
     key_id, hour, project_id, requests, errors, denials,
@@ -249,8 +245,7 @@ FROM
         sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes,
         toUInt16(count()) AS active_minutes
     FROM key_usage_minute FINAL
-    WHERE minute >= (SELECT min(hour) FROM stale)
-      AND (key_id, toStartOfHour(minute)) IN (SELECT key_id, hour FROM stale)
+    WHERE minute >= toStartOfHour(now()) - INTERVAL 1 HOUR
     GROUP BY key_id, hour, project_id
 ) AS counts
 LEFT JOIN
@@ -263,9 +258,7 @@ LEFT JOIN
         arraySort(groupUniqArray(user_agent)) AS user_agents_seen
     FROM usage_events
     WHERE on_time = 1
-      AND occurred_at >= (SELECT min(hour) FROM stale)
-      AND key_id IN (SELECT key_id FROM stale)
-      AND (key_id, toStartOfHour(occurred_at)) IN (SELECT key_id, hour FROM stale)
+      AND occurred_at >= toStartOfHour(now()) - INTERVAL 1 HOUR
     GROUP BY key_id, hour
 ) AS seen USING (key_id, hour);
 
