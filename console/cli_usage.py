@@ -55,7 +55,7 @@ TABLE_COLUMNS = {
 def _help(query: str, param: str) -> str:
     """A parameter's help, from the query's header (one place defines it)."""
     spec = query_spec(query).param_by_name[param]
-    default = f" [default: {spec.default}]" if spec.default not in (None, "") else ""
+    default = f" (default: {spec.default})" if spec.default not in (None, "") else ""
     return spec.doc + default
 
 
@@ -200,7 +200,7 @@ def timeline(
 @reports_errors
 def ips(key_id: KeyArg, since: SinceOption = None, until: UntilOption = None, limit: LimitOption = None,
         project: ProjectOption = None, as_json: JsonOption = False) -> None:
-    """The addresses one key was used from, with first and last seen [default window: 7d]."""
+    """The addresses one key was used from, with first and last seen (default window: 7d)."""
     run_and_print("key_ips", as_json, key_id=key_id, since=since, until=until, limit=limit, project=project)
 
 
@@ -208,7 +208,7 @@ def ips(key_id: KeyArg, since: SinceOption = None, until: UntilOption = None, li
 @reports_errors
 def networks(key_id: KeyArg, since: SinceOption = None, until: UntilOption = None, limit: LimitOption = None,
              project: ProjectOption = None, as_json: JsonOption = False) -> None:
-    """The networks (IPv4 /24, IPv6 /48) one key was used from, with first and last seen [default: 30d]."""
+    """The networks (IPv4 /24, IPv6 /48) one key was used from, with first and last seen (default: 30d)."""
     run_and_print("key_networks", as_json, key_id=key_id, since=since, until=until, limit=limit, project=project)
 
 
@@ -216,7 +216,7 @@ def networks(key_id: KeyArg, since: SinceOption = None, until: UntilOption = Non
 @reports_errors
 def routes(key_id: KeyArg, since: SinceOption = None, until: UntilOption = None, limit: LimitOption = None,
            project: ProjectOption = None, as_json: JsonOption = False) -> None:
-    """What one key was used for: requests, errors, denials and latency per service and route [default: 7d]."""
+    """What one key was used for: requests, errors, denials and latency per service and route (default: 7d)."""
     run_and_print("key_routes", as_json, key_id=key_id, since=since, until=until, limit=limit, project=project)
 
 
@@ -224,7 +224,7 @@ def routes(key_id: KeyArg, since: SinceOption = None, until: UntilOption = None,
 @reports_errors
 def agents(key_id: KeyArg, since: SinceOption = None, until: UntilOption = None, limit: LimitOption = None,
            project: ProjectOption = None, as_json: JsonOption = False) -> None:
-    """The client software (user agents) that used one key [default: 7d]."""
+    """The client software (user agents) that used one key (default: 7d)."""
     run_and_print("key_user_agents", as_json, key_id=key_id, since=since, until=until, limit=limit, project=project)
 
 
@@ -262,7 +262,7 @@ def hours(
     project: ProjectOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """When in the week one key is used: a weekday x hour grid of requests [default: last 28 days]."""
+    """When in the week one key is used: a weekday x hour grid of requests (default: last 28 days)."""
     run_and_print("key_hours_of_week", as_json, hours_grid, key_id=key_id, since=since, until=until,
                   timezone=timezone, project=project)
 
@@ -301,7 +301,7 @@ def top(
     project: ProjectOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The busiest keys by requests, errors or denials [default window: 24h]."""
+    """The busiest keys by requests, errors or denials (default window: 24h)."""
     run_and_print("top_keys", as_json, by=by, since=since, until=until, limit=limit, project=project)
 
 
@@ -309,7 +309,7 @@ def top(
 @reports_errors
 def projects(since: SinceOption = None, until: UntilOption = None, project: ProjectOption = None,
              as_json: JsonOption = False) -> None:
-    """Requests, errors, denials and active keys per project [default window: 24h]."""
+    """Requests, errors, denials and active keys per project (default window: 24h)."""
     run_and_print("project_usage", as_json, since=since, until=until, project=project)
 
 
@@ -323,7 +323,7 @@ def spread(
     project: ProjectOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Keys used from many networks at once: shared or leaked keys [default: >= 5 networks in 24h]."""
+    """Keys used from many networks at once: shared or leaked keys (default: >= 5 networks in 24h)."""
     run_and_print("keys_many_networks", as_json, min_networks=min_networks, since=since, until=until, limit=limit,
                   project=project)
 
@@ -339,7 +339,7 @@ def storms(
     project: ProjectOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Bursts of refused requests: keys with many denials within a few minutes [default window: 24h]."""
+    """Bursts of refused requests: keys with many denials within a few minutes (default window: 24h)."""
     run_and_print("denial_storms", as_json, min_denials=min_denials, bucket_minutes=bucket_minutes, since=since,
                   until=until, limit=limit, project=project)
 
@@ -348,7 +348,7 @@ def storms(
 @reports_errors
 def inactive(since: SinceOption = None, until: UntilOption = None, limit: LimitOption = None,
              project: ProjectOption = None, as_json: JsonOption = False) -> None:
-    """Use of revoked, expired or disabled keys — and whether a service still accepted them [default: 7d]."""
+    """Use of revoked, expired or disabled keys — and whether a service still accepted them (default: 7d)."""
     run_and_print("inactive_key_use", as_json, since=since, until=until, limit=limit, project=project)
 
 
@@ -374,7 +374,7 @@ def idle(
     project: ProjectOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Active keys that were used, but not for N days: candidates for revocation [default: 30 days]."""
+    """Active keys that were used, but not for N days: candidates for revocation (default: 30 days)."""
     key_ids, created_ats = _key_list(project)
     run_and_print("idle_keys", as_json, key_ids=key_ids, created_ats=created_ats, idle_days=days, at=at,
                   project=project)
@@ -388,7 +388,7 @@ def never_used(
     project: ProjectOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Active keys created at least N days ago and never used [default: 30 days]."""
+    """Active keys created at least N days ago and never used (default: 30 days)."""
     key_ids, created_ats = _key_list(project)
     run_and_print("never_used_keys", as_json, key_ids=key_ids, created_ats=created_ats, idle_days=days, at=at,
                   project=project)
