@@ -29,12 +29,21 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 RouteResolver = Callable[[Environ], "str | None"]
 
 
+ROUTE_KEY = "keytrail.route"
+"""Where `protect_flask`'s hook leaves the dispatched rule (Flask clears `werkzeug.request` when the
+request context ends, before the response body is closed)."""
+
+
 def flask_route_resolver(app: Any) -> RouteResolver:
-    """Route templates of a Flask app: the dispatched rule, else a match of `app.url_map`."""
+    """Route templates of a Flask app: the rule the request was dispatched to (remembered by
+    `remember_flask_rule`), else a match of `app.url_map` without dispatching."""
     from werkzeug.exceptions import HTTPException
     from werkzeug.routing import RequestRedirect
 
     def resolve(environ: Environ) -> str | None:
+        remembered = environ.get(ROUTE_KEY)
+        if remembered is not None:
+            return remembered  # type: ignore[no-any-return]
         request = environ.get("werkzeug.request")
         rule = getattr(request, "url_rule", None)
         if rule is not None:
@@ -48,6 +57,15 @@ def flask_route_resolver(app: Any) -> RouteResolver:
             return None
 
     return resolve
+
+
+def remember_flask_rule() -> None:
+    """A `before_request` hook: note the dispatched rule in the WSGI environ for the middleware."""
+    from flask import request
+
+    rule = request.url_rule
+    if rule is not None:
+        request.environ[ROUTE_KEY] = rule.rule
 
 
 class _AuditedBody:
@@ -231,6 +249,7 @@ def protect_flask(app: Any, **options: Any) -> KeyTrailWSGIMiddleware:
     """Wrap a Flask app's `wsgi_app` in `KeyTrailWSGIMiddleware` (route templates from its URL map);
     returns the middleware. Options are `KeyTrailWSGIMiddleware`'s."""
     options.setdefault("route_resolver", flask_route_resolver(app))
+    app.before_request_funcs.setdefault(None, []).insert(0, remember_flask_rule)
     middleware = KeyTrailWSGIMiddleware(app.wsgi_app, **options)
     app.wsgi_app = middleware
     return middleware
