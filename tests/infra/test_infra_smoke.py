@@ -131,3 +131,12 @@ def test_postgres_creates_databases_reachable_by_url(smoke_postgres: PostgresSer
 def test_clickhouse_target_says_why_when_absent() -> None:
     target = clickhouse_server_url()
     assert target.url is not None or target.reason
+
+
+def test_cluster_ids_never_look_like_a_command_line_option():
+    """One id in 64 used to start with '-', which `kafka-storage format` rejects."""
+    from tests.infra.kafka import random_cluster_id
+
+    ids = [random_cluster_id() for _ in range(3000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)
