@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     keystore_url: str = Field(default="", description="sqlite:///PATH or postgresql://user@host/db")
     kafka_bootstrap: str = "127.0.0.1:9092"
     secret: SecretStr | None = Field(default=None, description="HMAC key for stored key hashes")
+    ingest_key: SecretStr | None = Field(
+        default=None, description="KeyTrail key with the ingest scope, for HTTP emitters and remote verification"
+    )
     key_env: str = Field(default="live", pattern=r"^[a-z0-9]{1,10}$", description="the <env> in kt_<env>_…")
     api_url: str = Field(default="http://127.0.0.1:8477", description="where `keytrail serve` listens")
     worker_batch_size: int = Field(default=5000, ge=1)

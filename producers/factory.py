@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Literal
 
 from producers.emitter import UsageEmitter
@@ -11,7 +10,6 @@ from producers.verifiers import KeyVerifier
 if TYPE_CHECKING:
     from console.settings import Settings
 
-INGEST_KEY_ENV = "KEYTRAIL_INGEST_KEY"
 """A KeyTrail key with the ingest scope, sent by the HTTP transport (optional in embedded mode)."""
 
 
@@ -43,7 +41,7 @@ def emitter_from_settings(
     from producers.http_emitter import HttpEmitter
 
     return HttpEmitter(
-        settings.api_url, ingest_key=os.environ.get(INGEST_KEY_ENV) or None, spool_base=spool_base / "http"
+        settings.api_url, ingest_key=_ingest_key(settings), spool_base=spool_base / "http"
     )
 
 
@@ -56,10 +54,15 @@ def verifier_from_settings(
     if mode == "remote":
         from producers.verifiers import RemoteKeyVerifier
 
-        return RemoteKeyVerifier(settings.api_url, credential=os.environ.get(INGEST_KEY_ENV) or None)
+        return RemoteKeyVerifier(settings.api_url, credential=_ingest_key(settings))
     from keystore.store import KeyStore
     from producers.verifiers import LocalKeyVerifier
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env)
     return LocalKeyVerifier(store)
+
+
+def _ingest_key(settings: Settings) -> str | None:
+    """`KEYTRAIL_INGEST_KEY`, through the settings object."""
+    return settings.ingest_key.get_secret_value() if settings.ingest_key is not None else None
