@@ -10,7 +10,7 @@ from schemas.usage import KeyUsageEvent
 from stream_processors.core.state import KeyState, MinuteAggregate
 from stream_processors.detectors.dedupe import claim_window
 from stream_processors.detectors.event_time import DAY_MS, HOUR_MS, MINUTE_MS, minute_text
-from stream_processors.detectors.levels import CEILING, peak_level, raise_peak
+from stream_processors.detectors.levels import CEILING, level_of, peak_level, raise_peak
 from stream_processors.detectors.networks import networks_with_counts
 from stream_processors.detectors.signal_builder import build_signal
 from stream_processors.detectors.wording import count_text
@@ -71,8 +71,8 @@ class ManyIpsDetector:
                     window_start = claim_window(memory, minute_ms, self._window_ms)
                     if window_start is not None:
                         signals.append(self._signal(key_id, state, minute_ms, aggregate, usual, threshold, window_start))
-            if distinct:
-                raise_peak(peak, distinct, hour, self._decay_hours)
+            if distinct and (level_of(distinct) >= peak[0] or hour - peak[1] >= self._decay_hours):
+                raise_peak(peak, distinct, hour, self._decay_hours)  # otherwise it would change nothing
         return signals
 
     def _signal(

@@ -11,7 +11,7 @@ from schemas.usage import KeyUsageEvent
 from stream_processors.core.clock import epoch_ms
 from stream_processors.core.state import KeyState, MinuteAggregate
 from stream_processors.detectors.dedupe import claim_window
-from stream_processors.detectors.event_time import MINUTE_MS, epoch_day, minute_text
+from stream_processors.detectors.event_time import EPOCH_ORDINAL, MINUTE_MS, epoch_day, minute_text
 from stream_processors.detectors.networks import (
     is_private,
     network_of,
@@ -49,8 +49,8 @@ class NewNetworkDetector:
     - a new /24 inside a public /16 (or /48 in a /32) the key already uses is reported at low severity.
     A first use from a public address by a key that was only ever used from private networks is high.
     Nomadic keys (see `novelty`) stay quiet.
-    Memory: `f` first day, `n` {network: last day seen}, `k` days of the latest new networks, `x` end
-    of the last signalled window.
+    Memory: `f` first day (since the epoch), `n` {network: last day seen}, `k` days of the latest new
+    networks (days counted from `f`), `x` end of the last signalled window.
     """
 
     name = "new_network"
@@ -72,6 +72,7 @@ class NewNetworkDetector:
         if memory is None:
             memory = state.detector_state[self.name] = {"f": epoch_day(events[0].occurred_at), "n": {}}
         known: dict[str, int] = memory["n"]
+        origin = EPOCH_ORDINAL + memory["f"]
         prefixes: dict[str, str] = {}
         signals: list[Signal] = []
         for event in events:
@@ -79,7 +80,7 @@ class NewNetworkDetector:
             network = prefixes.get(ip)
             if network is None:
                 network = prefixes[ip] = network_of(ip)
-            day = epoch_day(event.occurred_at)
+            day = event.occurred_at.toordinal() - origin  # days since the key's first day
             seen = known.get(network)
             if seen is not None:
                 if day > seen:
@@ -99,10 +100,10 @@ class NewNetworkDetector:
         private_sibling = is_private(network) and any(parent_of(net) == parent for net in known)
         signal = None
         if not private_sibling:  # renumbering inside the own private network is neither news nor nomadism
-            note_discovery(memory, day, memory["f"], limits.nomad_networks)
+            note_discovery(memory, day, 0, limits.nomad_networks)
             nomadic = is_nomadic(memory, day, limits.nomad_networks, limits.nomad_days)
-            if day - memory["f"] >= limits.learning_days and known and not nomadic:
-                signal = self._judge(key_id, state, memory, event, network, day - memory["f"])
+            if day >= limits.learning_days and known and not nomadic:
+                signal = self._judge(key_id, state, memory, event, network, day)
         known[network] = day
         nomadic = is_nomadic(memory, day, limits.nomad_networks, limits.nomad_days)
         cap = limits.nomad_max_networks if nomadic else limits.max_networks

@@ -12,7 +12,8 @@ from schemas.usage import KeyUsageEvent
 from stream_processors.core.clock import epoch_ms
 from stream_processors.core.state import KeyState, MinuteAggregate
 from stream_processors.detectors.dedupe import claim_window, window_open
-from stream_processors.detectors.event_time import MINUTE_MS, epoch_day, minute_text
+from stream_processors.detectors.event_time import EPOCH_ORDINAL, MINUTE_MS, epoch_day, minute_text
+from stream_processors.detectors.levels import ALPHABET
 from stream_processors.detectors.novelty import is_nomadic, note_discovery
 from stream_processors.detectors.signal_builder import build_signal, clip
 from stream_processors.detectors.wording import join_names, plural
@@ -41,9 +42,9 @@ def route_name(event: KeyUsageEvent) -> str:
 
 
 def fingerprint(event: KeyUsageEvent) -> str:
-    """Stable 32-bit fingerprint of (service, method, route): 8 hex characters in the state."""
-    raw = f"{event.service}\x1f{event.method}\x1f{event.route}".encode()
-    return f"{zlib.crc32(raw):08x}"
+    """Stable 32-bit fingerprint of (service, method, route): 6 characters in the state."""
+    value = zlib.crc32(f"{event.service}\x1f{event.method}\x1f{event.route}".encode())
+    return "".join(ALPHABET[(value >> shift) & 63] for shift in (0, 6, 12, 18, 24, 30))
 
 
 class NewRouteDetector:
@@ -52,8 +53,9 @@ class NewRouteDetector:
     Severity: a first write (POST, PUT, PATCH, DELETE, ...) by a key that only ever read is high;
     a new write route is medium; a new read route is low.
     Nomadic keys (see `novelty`) stay quiet.
-    Memory: `f` first day, `r` {fingerprint: last day}, `e` example names, `w` 1 once the key wrote,
-    `k` days of the latest new routes, `x` end of the last signalled window.
+    Memory: `f` first day (since the epoch), `r` {fingerprint: last day}, `e` example names, `w` 1 once
+    the key wrote, `k` days of the latest new routes (days counted from `f`), `x` end of the last
+    signalled window.
     """
 
     name = "new_route"
@@ -75,6 +77,7 @@ class NewRouteDetector:
         if memory is None:
             memory = state.detector_state[self.name] = {"f": epoch_day(events[0].occurred_at), "r": {}, "e": []}
         known: dict[str, int] = memory["r"]
+        origin = EPOCH_ORDINAL + memory["f"]
         prints: dict[tuple[str, str, str], str] = {}
         signals: list[Signal] = []
         for event in events:
@@ -82,7 +85,7 @@ class NewRouteDetector:
             print_ = prints.get(triple)
             if print_ is None:
                 print_ = prints[triple] = fingerprint(event)
-            day = epoch_day(event.occurred_at)
+            day = event.occurred_at.toordinal() - origin  # days since the key's first day
             seen = known.get(print_)
             if seen is not None:
                 if day > seen:
@@ -98,9 +101,9 @@ class NewRouteDetector:
     ) -> Signal | None:
         known: dict[str, int] = memory["r"]
         limits = self.thresholds
-        note_discovery(memory, day, memory["f"], limits.nomad_routes)
+        note_discovery(memory, day, 0, limits.nomad_routes)
         nomadic = is_nomadic(memory, day, limits.nomad_routes, limits.nomad_days)
-        history_days = day - memory["f"]
+        history_days = day
         writes = event.method not in READ_METHODS
         signal = None
         if history_days >= limits.learning_days and not nomadic and known:

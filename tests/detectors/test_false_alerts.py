@@ -5,6 +5,7 @@ weekly jobs, growth, moves inside the own network, some rate limiting. The figur
 assertions are generous bounds, the measured values go to the report.
 """
 
+import os
 from collections import Counter
 from datetime import timedelta
 
@@ -47,12 +48,17 @@ def test_a_small_population_raises_almost_nothing_after_learning():
 
 
 @pytest.mark.slow
-def test_false_alerts_per_1000_key_days_for_200_keys_over_30_days():
-    after, key_days, events = false_alerts(random_population(200, seed=202), days=LEARNING_DAYS + 30, seed=202)
-    assert report("200 keys x 30 days", after, key_days, events) <= 2.0
+@pytest.mark.timeout(1800)
+def test_false_alerts_per_1000_key_days_over_30_days():
+    """100 keys (about 2 million events); KEYTRAIL_FALSE_ALERT_KEYS=200 / _SEED=… for the full measurement."""
+    count = int(os.environ.get("KEYTRAIL_FALSE_ALERT_KEYS", "100"))
+    seed = int(os.environ.get("KEYTRAIL_FALSE_ALERT_SEED", "202"))
+    after, key_days, events = false_alerts(random_population(count, seed=seed), days=LEARNING_DAYS + 30, seed=seed)
+    assert report(f"{count} keys x 30 days (seed {seed})", after, key_days, events) <= 2.0
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_busy_keys_raise_almost_no_rate_ip_or_refusal_alerts():
     """Busy keys (5–2,000 requests a minute) at minute level, through the detectors that judge minutes."""
     import random

@@ -32,5 +32,6 @@ def test_memory_is_bounded_for_a_key_used_from_everywhere_and_every_route():
     ]
     _, states = run(default_detectors(), events)
     memory = states["key_x"].detector_state
-    assert len(memory["new_network"]["n"]) <= 64 and len(memory["new_route"]["r"]) <= 64
-    assert len(orjson.dumps(memory)) <= 3500
+    print(f"\nkey used from a new network and a new route every 7 minutes: {len(orjson.dumps(memory))} bytes")
+    assert len(memory["new_network"]["n"]) <= 16 and len(memory["new_route"]["r"]) <= 16  # nomadic
+    assert len(orjson.dumps(memory)) <= 1500
