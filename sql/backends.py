@@ -31,10 +31,14 @@ class ClickHouseUnavailable(ClickHouseError):
     """ClickHouse could not be reached; callers retry with backoff."""
 
 
+_ESCAPED_TEXT = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+"""ClickHouse parses a `{name:String}` parameter in its escaped text form: these must be escaped."""
+
+
 def clickhouse_literal(value: Any) -> str:
     """A parameter value in the text form ClickHouse parses for `{name:Type}` (chDB takes text only)."""
     if isinstance(value, str):
-        return value
+        return value.translate(_ESCAPED_TEXT)
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int | float):

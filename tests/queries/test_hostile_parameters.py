@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from sql.backends import ChdbBackend, ClickHouseError
 from sql.queries import query_spec, run_query
 from stream_processors.core.aggregate import UsageAggregator
 from stream_processors.sinks.clickhouse import ClickHouseSink
@@ -32,16 +31,7 @@ HOSTILE_ROUTE = "/v1/x'; DROP TABLE usage_events; --/日本/{id}"
 HOSTILE_AGENT = 'Mozilla/5.0 ☃ "quoted" back\\slash'
 BACKSLASH_ROUTE = "/v1/files/C:\\Windows\\{name}\\n"
 
-CHDB_UNESCAPED = (
-    "ChdbBackend passes scalar string parameters to chDB without ClickHouse's escaped-text escaping "
-    "(sql/backends.clickhouse_literal), so a backslash, tab or newline in a String parameter is "
-    "re-interpreted or refused; the server backend (clickhouse-connect) escapes them"
-)
 TABLES = ("usage_events", "key_usage_minute", "key_last_used", "key_lifecycle_events", "key_usage_hourly", "alerts")
-
-
-def needs_escaping(value: str) -> bool:
-    return any(c in value for c in "\\\t\n")
 
 
 @pytest.fixture(scope="module")
@@ -60,29 +50,19 @@ def table_counts(backend) -> dict[str, int]:
     return {t: backend.query(f"SELECT count() AS n FROM {t} FINAL")[0]["n"] for t in TABLES}  # refreshes append versions
 
 
-def run_or_xfail(backend, value: str, name: str, **params: Any) -> list[dict[str, Any]] | None:
-    """The rows; an xfail for the known chDB escaping gap; a failure for anything else."""
-    try:
-        return run_query(backend, name, **params)
-    except ClickHouseError:
-        if isinstance(backend, ChdbBackend) and needs_escaping(value):
-            pytest.xfail(CHDB_UNESCAPED)
-        raise
-
-
 @pytest.mark.parametrize("value", HOSTILE, ids=range(len(HOSTILE)))
 def test_hostile_key_id_matches_nothing_and_changes_nothing(hostile, value):
     before = table_counts(hostile)
     for name in ("key_timeline", "key_ips", "key_routes", "key_hours_of_week", "key_audit"):
-        assert run_or_xfail(hostile, value, name, key_id=value, since=T0 - timedelta(days=30), until=AT) == []
+        assert run_query(hostile, name, key_id=value, since=T0 - timedelta(days=30), until=AT) == []
     assert table_counts(hostile) == before
 
 
 @pytest.mark.parametrize("value", HOSTILE[:-1], ids=range(len(HOSTILE) - 1))
 def test_hostile_project_sees_nothing(hostile, value):
     before = table_counts(hostile)
-    assert run_or_xfail(hostile, value, "top_keys", project=value, **WINDOW) == []
-    assert run_or_xfail(hostile, value, "keys_many_networks", project=value, min_networks=1, **WINDOW) == []
+    assert run_query(hostile, "top_keys", project=value, **WINDOW) == []
+    assert run_query(hostile, "keys_many_networks", project=value, min_networks=1, **WINDOW) == []
     assert table_counts(hostile) == before
 
 
@@ -93,9 +73,7 @@ def test_a_hostile_route_is_matched_literally(hostile):
 
 
 def test_a_route_with_backslashes_is_matched_literally(hostile):
-    rows = run_or_xfail(hostile, BACKSLASH_ROUTE, "key_timeline", key_id="key_hostile", route=BACKSLASH_ROUTE, **WINDOW)
-    if not rows and isinstance(hostile, ChdbBackend):
-        pytest.xfail(CHDB_UNESCAPED)
+    rows = run_query(hostile, "key_timeline", key_id="key_hostile", route=BACKSLASH_ROUTE, **WINDOW)
     assert [r["route"] for r in rows] == [BACKSLASH_ROUTE]
 
 
