@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from schemas.signals import Signal
 from schemas.usage import KeyUsageEvent, Outcome
 from stream_processors.core import UsageAggregator
+from stream_processors.core.state import OUTCOME_INDEX, MinuteAggregate
 from stream_processors.state_stores import InMemoryStates
 
 SIM_START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -324,8 +325,6 @@ def heavy_population(count: int, seed: int) -> list[HeavyKey]:
 
 def heavy_minutes(key: HeavyKey, days: int, rng: random.Random, start: datetime = SIM_START):
     """(minute_start_s, MinuteAggregate) of every active minute, hour by hour (lists of up to 60)."""
-    from stream_processors.core.state import OUTCOME_INDEX, MinuteAggregate
-
     weights = hour_weights(key.rhythm)
     mean_weight = sum(weights) / 24
     fleet = [f"10.77.{i // 250}.{i % 250}" for i in range(key.fleet)]
