@@ -86,6 +86,6 @@ CREATE TABLE IF NOT EXISTS signals
     message         String
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(detected_at)
-ORDER BY (key_id, detected_at, signal_id)
-COMMENT 'Explained findings per key; the deterministic signal_id makes re-detection idempotent';
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (key_id, signal_id)
+COMMENT 'Explained findings per key; the deterministic signal_id makes re-detection idempotent (replay included)';
