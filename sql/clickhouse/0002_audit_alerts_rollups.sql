@@ -155,9 +155,9 @@ LEFT JOIN
 
 CREATE TABLE IF NOT EXISTS key_usage_daily
 (
-    project_id           LowCardinality(String),
-    day                  Date,
     key_id               String,
+    day                  Date,
+    project_id           LowCardinality(String),
     requests             UInt64,
     errors               UInt64,
     denials              UInt64,
@@ -173,6 +173,12 @@ CREATE TABLE IF NOT EXISTS key_usage_daily
     response_bytes       UInt64,
     active_minutes       UInt16,
     active_hours         UInt8,
+    requests_by_hour     Array(UInt64) COMMENT '24 counts, UTC hour 0..23',
+    errors_by_hour       Array(UInt64) COMMENT '24 counts, UTC hour 0..23',
+    denials_by_hour      Array(UInt64) COMMENT '24 counts, UTC hour 0..23',
+    networks_seen        Array(IPv6) CODEC(ZSTD(1)) COMMENT 'distinct client networks of the day',
+    routes_seen          Array(LowCardinality(String)) COMMENT 'distinct route templates of the day',
+    user_agents_seen     Array(LowCardinality(String)) COMMENT 'distinct user agents of the day',
     distinct_ips         UInt32,
     distinct_networks    UInt32,
     distinct_routes      UInt32,
@@ -180,8 +186,8 @@ CREATE TABLE IF NOT EXISTS key_usage_daily
     computed_at          DateTime64(3, 'UTC') COMMENT 'when this row was computed; the newest computation wins'
 )
 ENGINE = ReplacingMergeTree(computed_at)
-PARTITION BY toYear(day)
-ORDER BY (project_id, day, key_id)
+PARTITION BY toYYYYMM(day)
+ORDER BY (key_id, day)
 TTL day + INTERVAL 1100 DAY
 COMMENT 'Full values per key and UTC day, recomputed from key_usage_hourly by key_usage_daily_refresh; read through usage_daily';
 
@@ -194,7 +200,7 @@ WITH touched AS
     WHERE computed_at >= (SELECT max(computed_at) FROM key_usage_daily) - INTERVAL 1 MINUTE
 )
 SELECT
-    project_id, toDate(hour) AS day, key_id,
+    key_id, toDate(hour) AS day, project_id,
     sum(requests) AS requests, sum(errors) AS errors, sum(denials) AS denials,
     sum(outcome_ok) AS outcome_ok, sum(outcome_denied) AS outcome_denied,
     sum(outcome_invalid) AS outcome_invalid, sum(outcome_expired) AS outcome_expired,
@@ -203,15 +209,28 @@ SELECT
     sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes,
     toUInt16(sum(active_minutes)) AS active_minutes,
     toUInt8(count()) AS active_hours,
-    toUInt32(length(arrayDistinct(arrayFlatten(groupArray(ips_seen))))) AS distinct_ips,
-    toUInt32(length(arrayDistinct(arrayFlatten(groupArray(networks_seen))))) AS distinct_networks,
-    toUInt32(length(arrayDistinct(arrayFlatten(groupArray(routes_seen))))) AS distinct_routes,
-    toUInt32(length(arrayDistinct(arrayFlatten(groupArray(user_agents_seen))))) AS distinct_user_agents,
+    sumForEach(arrayMap(h -> if(toHour(hour) = h, hour_requests, 0), range(24))) AS requests_by_hour,
+    sumForEach(arrayMap(h -> if(toHour(hour) = h, hour_errors, 0), range(24))) AS errors_by_hour,
+    sumForEach(arrayMap(h -> if(toHour(hour) = h, hour_denials, 0), range(24))) AS denials_by_hour,
+    arraySort(arrayDistinct(arrayFlatten(groupArray(hour_networks)))) AS networks_seen,
+    arraySort(arrayDistinct(arrayFlatten(groupArray(hour_routes)))) AS routes_seen,
+    arraySort(arrayDistinct(arrayFlatten(groupArray(hour_user_agents)))) AS user_agents_seen,
+    toUInt32(length(arrayDistinct(arrayFlatten(groupArray(hour_ips))))) AS distinct_ips,
+    toUInt32(length(networks_seen)) AS distinct_networks,
+    toUInt32(length(routes_seen)) AS distinct_routes,
+    toUInt32(length(user_agents_seen)) AS distinct_user_agents,
     now64(3) AS computed_at
-FROM key_usage_hourly FINAL
-WHERE hour >= (SELECT min(day) FROM touched)
-  AND (key_id, toDate(hour)) IN (SELECT key_id, day FROM touched)
-GROUP BY project_id, day, key_id;
+FROM
+(
+    SELECT
+        *,
+        requests AS hour_requests, errors AS hour_errors, denials AS hour_denials, ips_seen AS hour_ips,
+        networks_seen AS hour_networks, routes_seen AS hour_routes, user_agents_seen AS hour_user_agents
+    FROM key_usage_hourly FINAL
+    WHERE hour >= (SELECT min(day) FROM touched)
+      AND (key_id, toDate(hour)) IN (SELECT key_id, day FROM touched)
+)
+GROUP BY key_id, day, project_id;
 
 -- One row per key and hour, for dashboards (Grafana) and the canned queries. The current and the
 -- previous hour are computed live from the per-minute counts and the raw events, so they are
@@ -265,8 +284,9 @@ LEFT JOIN
 -- One row per key and UTC day (refreshed every five minutes; the current day may lag that much).
 CREATE VIEW IF NOT EXISTS usage_daily AS
 SELECT
-    project_id, day, key_id, requests, errors, denials,
+    key_id, day, project_id, requests, errors, denials,
     outcome_ok, outcome_denied, outcome_invalid, outcome_expired, outcome_revoked, outcome_disabled,
     outcome_rate_limited, outcome_error, request_bytes, response_bytes, active_minutes, active_hours,
+    requests_by_hour, errors_by_hour, denials_by_hour, networks_seen, routes_seen, user_agents_seen,
     distinct_ips, distinct_networks, distinct_routes, distinct_user_agents
 FROM key_usage_daily FINAL;

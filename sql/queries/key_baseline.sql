@@ -1,66 +1,62 @@
 -- key_baseline: one key's last 24 hours against its own baseline.
--- Answers: is this key behaving differently today? For the 24 hours ending with the hour that
--- contains `at`, and for each of the `baseline_days` 24-hour periods before them: requests,
--- errors, denials, distinct addresses, networks, routes and user agents. One row per metric: the
--- last 24 h, the baseline's daily average (days without use count as zero) and maximum, their
--- ratio, and for networks, routes and user agents how many were never seen in the baseline (with
--- examples). Read from usage_hourly (exact at any moment; on-time events).
+-- Answers: is this key behaving differently today? Requests, errors, denials, distinct addresses,
+-- networks, routes and user agents for the 24 hours ending with the hour that contains `at`
+-- (usage_hourly, exact at any moment), against the `baseline_days` whole UTC days before the day
+-- those 24 hours start in (usage_daily). One row per metric: the last 24 h, the baseline's daily
+-- average (days without use count as zero) and maximum, their ratio, and for networks, routes and
+-- user agents how many were never seen in the baseline (with up to ten examples).
 -- Parameters:
 --   key_id         String               the key's public id
 --   at             DateTime = now       the 24 hours end with the hour containing this moment
---   baseline_days  UInt32[1..365] = 28  length of the baseline before those 24 hours
+--   baseline_days  UInt32[1..365] = 28  whole days of baseline before those 24 hours
 --   project        Project = ''         only this project's usage ('' = every project)
 WITH
     toStartOfHour({at:DateTime64(3, 'UTC')}) + INTERVAL 1 HOUR AS period_end,
     period_end - INTERVAL 1 DAY AS period_start,
-    period_start - toIntervalDay({baseline_days:UInt32}) AS baseline_start,
-    per_day AS
+    toDate(period_start, 'UTC') AS baseline_end,
+    baseline_end - toIntervalDay({baseline_days:UInt32}) AS baseline_start,
+    last_day AS
     (
         SELECT
-            if(hour >= period_start, -1, toInt32(intDiv(dateDiff('hour', baseline_start, hour), 24))) AS day,
             sum(requests) AS requests,
             sum(errors) AS errors,
             sum(denials) AS denials,
-            arrayDistinct(arrayFlatten(groupArray(ips_seen))) AS ip_set,
-            arrayDistinct(arrayFlatten(groupArray(networks_seen))) AS network_set,
-            arrayDistinct(arrayFlatten(groupArray(routes_seen))) AS route_set,
-            arrayDistinct(arrayFlatten(groupArray(user_agents_seen))) AS agent_set,
-            length(ip_set) AS ips,
-            length(network_set) AS networks,
-            length(route_set) AS routes,
-            length(agent_set) AS user_agents
+            length(groupUniqArrayArray(ips_seen)) AS ips,
+            groupUniqArrayArray(networks_seen) AS network_set,
+            groupUniqArrayArray(routes_seen) AS route_set,
+            groupUniqArrayArray(user_agents_seen) AS agent_set
         FROM usage_hourly
         WHERE key_id = {key_id:String}
-          AND hour >= baseline_start
+          AND hour >= period_start
           AND hour < period_end
           AND ({project:String} = '' OR project_id = {project:String})
-        GROUP BY day
     ),
-    summary AS
+    before AS
     (
         SELECT
-            [sumIf(requests, day = -1), sumIf(errors, day = -1), sumIf(denials, day = -1), sumIf(ips, day = -1),
-             sumIf(networks, day = -1), sumIf(routes, day = -1), sumIf(user_agents, day = -1)] AS today,
-            [sumIf(requests, day >= 0), sumIf(errors, day >= 0), sumIf(denials, day >= 0), sumIf(ips, day >= 0),
-             sumIf(networks, day >= 0), sumIf(routes, day >= 0), sumIf(user_agents, day >= 0)] AS baseline_total,
-            [maxIf(requests, day >= 0), maxIf(errors, day >= 0), maxIf(denials, day >= 0), maxIf(ips, day >= 0),
-             maxIf(networks, day >= 0), maxIf(routes, day >= 0), maxIf(user_agents, day >= 0)] AS baseline_max,
-            groupArrayIf(network_set, day = -1) AS networks_today,
-            groupArrayIf(network_set, day >= 0) AS networks_before,
-            groupArrayIf(route_set, day = -1) AS routes_today,
-            groupArrayIf(route_set, day >= 0) AS routes_before,
-            groupArrayIf(agent_set, day = -1) AS agents_today,
-            groupArrayIf(agent_set, day >= 0) AS agents_before
-        FROM per_day
+            [sum(requests), sum(errors), sum(denials), sum(distinct_ips), sum(distinct_networks), sum(distinct_routes),
+             sum(distinct_user_agents)] AS totals,
+            [max(requests), max(errors), max(denials), max(distinct_ips), max(distinct_networks), max(distinct_routes),
+             max(distinct_user_agents)] AS maxima,
+            groupUniqArrayArray(networks_seen) AS networks_before,
+            groupUniqArrayArray(routes_seen) AS routes_before,
+            groupUniqArrayArray(user_agents_seen) AS agents_before
+        FROM usage_daily
+        WHERE key_id = {key_id:String}
+          AND day >= baseline_start
+          AND day < baseline_end
+          AND ({project:String} = '' OR project_id = {project:String})
     ),
-    news AS
+    compared AS
     (
         SELECT
-            today, baseline_total, baseline_max,
-            arrayFilter(n -> NOT has(arrayFlatten(networks_before), n), arrayFlatten(networks_today)) AS new_networks,
-            arrayFilter(r -> NOT has(arrayFlatten(routes_before), r), arrayFlatten(routes_today)) AS new_routes,
-            arrayFilter(a -> NOT has(arrayFlatten(agents_before), a), arrayFlatten(agents_today)) AS new_agents
-        FROM summary
+            [requests, errors, denials, ips, length(network_set), length(route_set), length(agent_set)] AS today,
+            totals,
+            maxima,
+            arrayFilter(n -> NOT has(networks_before, n), network_set) AS new_networks,
+            arrayFilter(r -> NOT has(routes_before, r), route_set) AS new_routes,
+            arrayFilter(a -> NOT has(agents_before, a), agent_set) AS new_agents
+        FROM last_day CROSS JOIN before
     )
 SELECT
     metric,
@@ -76,8 +72,8 @@ FROM
         arrayJoin(arrayZip(
             ['requests', 'errors', 'denials', 'ips', 'networks', 'routes', 'user_agents'],
             today,
-            arrayMap(t -> t / {baseline_days:UInt32}, baseline_total),
-            baseline_max,
+            arrayMap(t -> t / {baseline_days:UInt32}, totals),
+            maxima,
             [0, 0, 0, 0, length(new_networks), length(new_routes), length(new_agents)],
             [[], [], [], [],
              arraySlice(arraySort(arrayMap(n -> if(startsWith(toString(n), '::ffff:'),
@@ -92,5 +88,5 @@ FROM
         row.4 AS baseline_daily_max,
         row.5 AS never_seen_before,
         row.6 AS examples
-    FROM news
+    FROM compared
 )

@@ -1,28 +1,36 @@
 -- keys_many_networks: keys used from at least N networks (IPv4 /24, IPv6 /48) in a window.
 -- Answers: which keys look shared or leaked: one service calls from a few stable networks, a
 -- leaked key shows up from many. Counts whole hours, from the one containing `since` up to
--- `until` (usage_hourly; on-time events). One row per key, most networks first, with a sample.
+-- `until` (usage_hourly; on-time events). One row per key, most networks first, with up to 20
+-- of them.
 -- Parameters:
 --   since         DateTime = 24h          start of the window (rounded down to the hour)
 --   until         DateTime = now          end of the window (exclusive)
 --   project       Project = ''            only this project's keys ('' = every project)
 --   min_networks  UInt32[1..1000000] = 5  report keys with at least this many networks
 --   limit         UInt32[1..10000] = 50   rows to return
-SELECT key_id, project_id, networks, ips, total_requests, first_hour, last_hour, sample_networks
+SELECT
+    key_id,
+    project_id,
+    networks,
+    ips,
+    total_requests,
+    first_hour,
+    last_hour,
+    arraySlice(arraySort(arrayMap(n -> if(startsWith(toString(n), '::ffff:'),
+                                          concat(replaceOne(toString(n), '::ffff:', ''), '/24'),
+                                          concat(toString(n), '/48')), all_networks)), 1, 20) AS sample_networks
 FROM
 (
     SELECT
         key_id,
         project_id,
-        arrayDistinct(arrayFlatten(groupArray(networks_seen))) AS all_networks,
-        length(all_networks) AS networks,
-        length(arrayDistinct(arrayFlatten(groupArray(ips_seen)))) AS ips,
+        uniqExactArray(networks_seen) AS networks,
+        uniqExactArray(ips_seen) AS ips,
+        groupUniqArrayArray(networks_seen) AS all_networks,
         sum(requests) AS total_requests,
         min(hour) AS first_hour,
-        max(hour) AS last_hour,
-        arraySlice(arraySort(arrayMap(n -> if(startsWith(toString(n), '::ffff:'),
-                                              concat(replaceOne(toString(n), '::ffff:', ''), '/24'),
-                                              concat(toString(n), '/48')), all_networks)), 1, 20) AS sample_networks
+        max(hour) AS last_hour
     FROM usage_hourly
     WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')})
       AND hour < {until:DateTime64(3, 'UTC')}

@@ -164,6 +164,10 @@ def test_denial_storms_finds_the_burst(loaded):
     assert run_query(loaded, "denial_storms", min_denials=7, **WINDOW) == []
     one_minute = run_query(loaded, "denial_storms", min_denials=5, bucket_minutes=1, **WINDOW)
     assert [(r["bucket_start"], r["bucket_end"]) for r in one_minute] == [("2026-11-02T09:10:00Z", "2026-11-02T09:11:00Z")]
+    two_hours = run_query(loaded, "denial_storms", min_denials=6, bucket_minutes=120, **WINDOW)
+    assert [(r["bucket_start"], r["denials"]) for r in two_hours] == [("2026-11-02T08:00:00Z", 6)]
+    odd = run_query(loaded, "denial_storms", min_denials=6, bucket_minutes=7, **WINDOW)
+    assert [(r["key_id"], r["denials"]) for r in odd] == [("key_beta", 6)]
 
 
 def test_inactive_key_use_finds_dead_keys_still_used_and_accepted(loaded):
