@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -55,7 +55,10 @@ def load_events(bootstrap: str, events: int, keys: int) -> None:
 def committed(bootstrap: str, group: str) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        tps = consumer.committed([TopicPartition(Topics.USAGE.value, p) for p in range(PARTITIONS)], timeout=10)
+        try:
+            tps = consumer.committed([TopicPartition(Topics.USAGE.value, p) for p in range(PARTITIONS)], timeout=10)
+        except KafkaException:  # coordinator not ready yet: nothing known to be committed
+            return 0
         return sum(max(tp.offset, 0) for tp in tps)
     finally:
         consumer.close()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 
 class KeytrailProcess:
@@ -80,7 +80,10 @@ def group_caught_up(bootstrap: str, group_id: str, topic: str) -> bool:
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-        committed = consumer.committed(partitions, timeout=10)
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except KafkaException:  # e.g. NOT_COORDINATOR while the group coordinator moves or starts
+            return False
         for tp in committed:
             _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
             if high > 0 and tp.offset < high:
