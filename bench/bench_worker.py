@@ -38,7 +38,8 @@ PARTITIONS = 4
 def load_events(bootstrap: str, events: int, keys: int) -> None:
     rng = random.Random(1)
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 50,
-                         "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
+                         "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
+                         "enable.idempotence": True})
     start = datetime.now(UTC) - timedelta(hours=2)
     key_ids = [f"bench_{i:05d}" for i in range(keys)]
     for index in range(events):

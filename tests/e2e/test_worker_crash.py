@@ -50,7 +50,8 @@ def test_kill_dash_nine_mid_stream_loses_nothing_and_double_counts_nothing(
     rng = random.Random(42)
     start = utc_now() - timedelta(hours=3)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random",
-                         "linger.ms": 20, "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
+                         "linger.ms": 20, "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
+                         "enable.idempotence": True})
     truth_minutes: Counter[tuple[str, int]] = Counter()
     truth_last: dict[str, int] = {}
     sent = 0
