@@ -14,7 +14,7 @@ from .docker_engine import docker_engine, testcontainers_module
 from .processes import track, untrack
 
 URL_ENV = "KEYTRAIL_TEST_CLICKHOUSE_URL"
-CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:24.8"
+CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.8"
 HTTP_PORT = 8123
 
 
