@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from schemas.usage import KeyUsageEvent
+from schemas.usage_fast import FastUsageEvent, decode_fast
+
+UsageEvent = KeyUsageEvent | FastUsageEvent
+"""What decoding yields: the msgspec mirror on the fast path, the pydantic model otherwise; same attributes."""
 
 _SECRET_ANYWHERE = re.compile(rb"kt_([a-z0-9]+)_[A-Za-z0-9]{20,}_[A-Za-z0-9]{4,}")
 
@@ -35,12 +39,24 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def decode_usage_event(payload: bytes | str) -> KeyUsageEvent:
-    """Parse and validate one JSON event; raises InvalidEvent with a clear reason."""
+def decode_usage_event(payload: bytes | str) -> UsageEvent:
+    """Parse and validate one JSON event; raises InvalidEvent with a clear reason.
+
+    Valid events take the msgspec fast path; anything it cannot vouch for is judged by the
+    pydantic model, which either accepts it (lax but valid input) or says what is wrong.
+    """
     if payload is None or len(payload) == 0:
         raise InvalidEvent("empty payload", "empty_payload")
     if len(payload) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"payload of {len(payload)} bytes exceeds {MAX_EVENT_BYTES}", "oversize_payload")
+    fast = decode_fast(payload)
+    if fast is not None:
+        return fast
+    return decode_usage_event_strictly(payload)
+
+
+def decode_usage_event_strictly(payload: bytes | str) -> KeyUsageEvent:
+    """Decode with the pydantic model only (the contract's reference behaviour)."""
     try:
         return KeyUsageEvent.model_validate_json(payload)
     except ValidationError as exc:
