@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import faust
@@ -32,7 +33,7 @@ from stream_processors.core.aggregate import UsageAggregator
 from stream_processors.detectors import default_detectors
 from stream_processors.sinks.clickhouse import ClickHouseSink
 from stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
-from stream_processors.state_stores import SerializedStateOverlay
+from stream_processors.state_stores import DecodedStates, SerializedStateOverlay
 from stream_processors.topics_admin import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def build_worker_app(settings: Settings) -> faust.App:
         topic_partitions=partitions,
         topic_replication_factor=1,
         web_enabled=False,
+        datadir=str(Path(settings.data_dir) / "faust"),
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=10_000,
@@ -84,6 +86,7 @@ def build_worker_app(settings: Settings) -> faust.App:
         "keytrail-key-state", default=None, key_type=bytes, value_type=bytes, partitions=partitions,
         use_partitioner=True,
     )
+    decoded_states: DecodedStates = {}
     aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
     backend = open_clickhouse(settings.clickhouse_url)
     migrate(backend)
@@ -110,7 +113,7 @@ def build_worker_app(settings: Settings) -> faust.App:
                             (DLQ_SOURCE_HEADER, Topics.USAGE.value.encode()),
                         ],
                     )
-            overlay = SerializedStateOverlay(states)
+            overlay = SerializedStateOverlay(states, decoded_states)
             result = aggregator.process(events, overlay)
             await loop.run_in_executor(None, sink.write_batch, result)
             pending = [

@@ -2,7 +2,9 @@
 
 from datetime import UTC, datetime, timedelta
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The Unix epoch as an aware datetime; `moment - EPOCH` is the fastest exact way to epoch ms."""
+_EPOCH = EPOCH
 
 
 def epoch_ms(moment: datetime) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from base64 import b64decode, b64encode
+
 import orjson
 
 from schemas.usage import Outcome
@@ -28,6 +30,8 @@ class MinuteAggregate:
     """128-bit event ids counted in this minute: the dedupe memory while the minute is open."""
 
     def to_json(self) -> list[Any]:
+        # Event ids as one base64 text of 16-byte big-endian ids: ~22 bytes per id, built in C.
+        ids = b"".join([i.to_bytes(16, "big") for i in self.event_ids])
         return [
             self.requests,
             self.errors,
@@ -36,12 +40,18 @@ class MinuteAggregate:
             sorted(self.ips),
             self.request_bytes,
             self.response_bytes,
-            [f"{i:032x}" for i in self.event_ids],
+            b64encode(ids).decode("ascii"),
         ]
 
     @classmethod
     def from_json(cls, raw: list[Any]) -> MinuteAggregate:
-        return cls(raw[0], raw[1], raw[2], list(raw[3]), set(raw[4]), raw[5], raw[6], {int(h, 16) for h in raw[7]})
+        ids = raw[7]
+        if isinstance(ids, list):  # states written before ids were packed: 32-hex-digit strings
+            event_ids = {int(h, 16) for h in ids}
+        else:
+            packed = b64decode(ids)
+            event_ids = {int.from_bytes(packed[i : i + 16], "big") for i in range(0, len(packed), 16)}
+        return cls(raw[0], raw[1], raw[2], list(raw[3]), set(raw[4]), raw[5], raw[6], event_ids)
 
 
 @dataclass(slots=True)
