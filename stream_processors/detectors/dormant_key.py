@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from operator import attrgetter
 
 from schemas.signals import Severity, Signal, SignalKind
 from schemas.usage import KeyUsageEvent
@@ -14,6 +15,8 @@ from stream_processors.detectors.dedupe import claim_window
 from stream_processors.detectors.event_time import DAY_MS, MINUTE_MS, minute_text
 from stream_processors.detectors.signal_builder import build_signal, clip
 from stream_processors.detectors.wording import plural
+
+_OCCURRED_AT = attrgetter("occurred_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,13 @@ class DormantKeyDetector:
         memory = state.detector_state.setdefault(self.name, {})
         last_ms = memory.get("l", -1)
         newest = from_epoch_ms(last_ms) if last_ms >= 0 else None
+        # Fast path: no gap between successive newest uses can reach `dormant_days` when the latest event
+        # is closer than that to the remembered newest use (or, for a new key, to the batch's earliest event).
+        latest = max(events, key=_OCCURRED_AT).occurred_at
+        floor = newest if newest is not None else min(events, key=_OCCURRED_AT).occurred_at
+        if latest - floor < self._dormant:
+            memory["l"] = epoch_ms(latest if newest is None or latest > newest else newest)
+            return []
         signals: list[Signal] = []
         for event in events:
             at = event.occurred_at

@@ -19,6 +19,7 @@ INACTIVE_OUTCOMES: dict[Outcome, Severity] = {
     Outcome.DISABLED: Severity.HIGH,
 }
 """A revoked key is usually revoked because it leaked; expired and disabled keys are more often forgotten."""
+_REVOKED, _EXPIRED, _DISABLED = Outcome.REVOKED, Outcome.EXPIRED, Outcome.DISABLED
 
 _WHY = {
     Outcome.REVOKED: "Revoked keys are usually revoked because they leaked: whoever sent this request holds the secret.",
@@ -54,9 +55,11 @@ class InactiveKeyDetector:
     ) -> list[Signal]:
         signals: list[Signal] = []
         for event in events:
-            severity = INACTIVE_OUTCOMES.get(event.outcome)
-            if severity is None:
+            outcome = event.outcome
+            # Identity tests first: hashing an Enum member for the dict look-up runs Python code per event.
+            if outcome is not _REVOKED and outcome is not _EXPIRED and outcome is not _DISABLED:
                 continue
+            severity = INACTIVE_OUTCOMES[outcome]
             memory = state.detector_state.setdefault(self.name, {})
             at_ms = epoch_ms(event.occurred_at)
             window_start = claim_window(memory, at_ms, self._window_ms)

@@ -21,8 +21,11 @@ def _ipv6_prefix(ip: str) -> str:
     return address.exploded[:14]
 
 
+@lru_cache(maxsize=1 << 16)
 def network_of(ip: str) -> str:
-    """The /24 (IPv4) or /48 (IPv6) prefix of an address, in its short stored form."""
+    """The /24 (IPv4) or /48 (IPv6) prefix of an address, in its short stored form.
+
+    Cached: detectors ask for the network of every new address of every key, batch after batch."""
     if ":" not in ip:
         return ip.rpartition(".")[0]
     try:
@@ -35,6 +38,7 @@ def is_ipv6(network: str) -> bool:
     return ":" in network
 
 
+@lru_cache(maxsize=1 << 14)
 def parent_of(network: str) -> str:
     """The /16 around a /24 (`10.20`), or the /32 around a /48 (`2001:0db8`): one operator's block."""
     return network.rpartition(":" if is_ipv6(network) else ".")[0]
@@ -61,6 +65,7 @@ def parent_text(network: str) -> str:
     return f"{parent}.0.0/16"
 
 
+@lru_cache(maxsize=1 << 14)
 def is_private(network: str) -> bool:
     """Private, shared (CGNAT), loopback or link-local space: addresses inside an organisation."""
     if is_ipv6(network):

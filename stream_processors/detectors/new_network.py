@@ -19,7 +19,7 @@ from stream_processors.detectors.networks import (
     parent_of,
     parent_text,
 )
-from stream_processors.detectors.novelty import is_nomadic, note_discovery
+from stream_processors.detectors.novelty import is_nomadic, least_recent, note_discovery
 from stream_processors.detectors.signal_builder import build_signal, clip
 from stream_processors.detectors.wording import join_names, plural
 
@@ -72,16 +72,14 @@ class NewNetworkDetector:
         if memory is None:
             memory = state.detector_state[self.name] = {"f": epoch_day(events[0].occurred_at), "n": {}}
         known: dict[str, int] = memory["n"]
+        known_get = known.get
         origin = EPOCH_ORDINAL + memory["f"]
-        prefixes: dict[str, str] = {}
         signals: list[Signal] = []
+        # Hot loop: one cached network look-up (`network_of` is memoised) and one dict probe per event.
         for event in events:
-            ip = event.client_ip
-            network = prefixes.get(ip)
-            if network is None:
-                network = prefixes[ip] = network_of(ip)
+            network = network_of(event.client_ip)
             day = event.occurred_at.toordinal() - origin  # days since the key's first day
-            seen = known.get(network)
+            seen = known_get(network)
             if seen is not None:
                 if day > seen:
                     known[network] = day
@@ -97,7 +95,8 @@ class NewNetworkDetector:
         known: dict[str, int] = memory["n"]
         limits = self.thresholds
         parent = parent_of(network)
-        private_sibling = is_private(network) and any(parent_of(net) == parent for net in known)
+        # `in` over a map stops at the first match like `any(...)`, without a Python-level generator.
+        private_sibling = is_private(network) and parent in map(parent_of, known)
         signal = None
         if not private_sibling:  # renumbering inside the own private network is neither news nor nomadism
             note_discovery(memory, day, 0, limits.nomad_networks)
@@ -108,8 +107,7 @@ class NewNetworkDetector:
         nomadic = is_nomadic(memory, day, limits.nomad_networks, limits.nomad_days)
         cap = limits.nomad_max_networks if nomadic else limits.max_networks
         while len(known) > cap:
-            oldest = min(known.items(), key=lambda item: (item[1], item[0]))[0]
-            del known[oldest]
+            del known[least_recent(known)]
         return signal
 
     def _judge(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from schemas.signals import Severity, Signal, SignalKind
@@ -14,7 +15,7 @@ from stream_processors.core.state import KeyState, MinuteAggregate
 from stream_processors.detectors.dedupe import claim_window, window_open
 from stream_processors.detectors.event_time import EPOCH_ORDINAL, MINUTE_MS, epoch_day, minute_text
 from stream_processors.detectors.levels import ALPHABET
-from stream_processors.detectors.novelty import is_nomadic, note_discovery
+from stream_processors.detectors.novelty import is_nomadic, least_recent, note_discovery
 from stream_processors.detectors.signal_builder import build_signal, clip
 from stream_processors.detectors.wording import join_names, plural
 
@@ -43,7 +44,12 @@ def route_name(event: KeyUsageEvent) -> str:
 
 def fingerprint(event: KeyUsageEvent) -> str:
     """Stable 32-bit fingerprint of (service, method, route): 6 characters in the state."""
-    value = zlib.crc32(f"{event.service}\x1f{event.method}\x1f{event.route}".encode())
+    return _fingerprint(event.service, event.method, event.route)
+
+
+@lru_cache(maxsize=1 << 14)
+def _fingerprint(service: str, method: str, route: str) -> str:
+    value = zlib.crc32(f"{service}\x1f{method}\x1f{route}".encode())
     return "".join(ALPHABET[(value >> shift) & 63] for shift in (0, 6, 12, 18, 24, 30))
 
 
@@ -77,16 +83,14 @@ class NewRouteDetector:
         if memory is None:
             memory = state.detector_state[self.name] = {"f": epoch_day(events[0].occurred_at), "r": {}, "e": []}
         known: dict[str, int] = memory["r"]
+        known_get = known.get
         origin = EPOCH_ORDINAL + memory["f"]
-        prints: dict[tuple[str, str, str], str] = {}
         signals: list[Signal] = []
+        # Hot loop: one memoised fingerprint and one dict probe per event.
         for event in events:
-            triple = (event.service, event.method, event.route)
-            print_ = prints.get(triple)
-            if print_ is None:
-                print_ = prints[triple] = fingerprint(event)
+            print_ = _fingerprint(event.service, event.method, event.route)
             day = event.occurred_at.toordinal() - origin  # days since the key's first day
-            seen = known.get(print_)
+            seen = known_get(print_)
             if seen is not None:
                 if day > seen:
                     known[print_] = day
@@ -117,8 +121,7 @@ class NewRouteDetector:
             memory["e"].append(route_name(event)[:80])
         cap = limits.nomad_max_routes if nomadic else limits.max_routes
         while len(known) > cap:
-            oldest = min(known.items(), key=lambda item: (item[1], item[0]))[0]
-            del known[oldest]
+            del known[least_recent(known)]
         return signal
 
     def _signal(

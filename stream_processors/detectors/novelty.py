@@ -23,3 +23,12 @@ def is_nomadic(memory: dict[str, Any], day: int, count: int, within_days: int) -
     """Whether the key made at least `count` discoveries in the last `within_days` days (this one included)."""
     days: list[int] = memory.get("k", [])
     return len(days) >= count and day - days[-count] < within_days
+
+
+def least_recent(last_days: dict[str, int]) -> str:
+    """The entry seen least recently (the smallest name among ties): the one a full memory forgets.
+
+    Same as `min(last_days.items(), key=lambda item: (item[1], item[0]))[0]`, without a Python call per entry.
+    """
+    oldest = min(last_days.values())
+    return min([name for name, day in last_days.items() if day == oldest])

@@ -12,11 +12,11 @@ from stream_processors.core.clock import epoch_ms
 from stream_processors.core.state import KeyState, MinuteAggregate
 from stream_processors.detectors.dedupe import claim_window
 from stream_processors.detectors.event_time import (
+    EPOCH_ORDINAL,
     HOUR_MS,
     WEEK_HOURS,
     WEEKDAYS,
     epoch_day,
-    epoch_hour,
     hour_of_week,
     minute_text,
 )
@@ -87,8 +87,13 @@ class UnusualHourDetector:
             }
         recent: list[int] = memory["a"]
         signals: list[Signal] = []
+        previous = None  # the hour of the previous event, which is in `recent` (or older than all of it)
         for event in events:
-            hour = epoch_hour(event.occurred_at)
+            at = event.occurred_at
+            hour = (at.toordinal() - EPOCH_ORDINAL) * 24 + at.hour  # epoch_hour(at), inlined
+            if hour == previous:
+                continue  # most events fall in the same hour as the one before
+            previous = hour
             if hour in recent or (recent and hour < recent[0]):
                 continue  # an hour already counted (or older than the ones we remember: late)
             recent.append(hour)
