@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from stream_processors.codec import (
 )
 from stream_processors.core.aggregate import UsageAggregator
 from stream_processors.detectors import default_detectors
+from stream_processors.outputs import BatchPublisher, OutputRecord
 from stream_processors.sinks.clickhouse import ClickHouseSink
 from stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
 from stream_processors.state_stores import DecodedStates, SerializedStateOverlay
@@ -53,6 +55,42 @@ class WorkerCounters:
     late: int = 0
     dead_lettered: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    seconds_by_stage: dict[str, float] = field(default_factory=dict)
+    """Time spent per stage of a batch (decode, core, sink, deliver, state), for tuning."""
+    last_logged_at: float = field(default_factory=time.monotonic)
+
+    def spent(self, stage: str, since: float) -> float:
+        """Add the time since `since` to a stage; returns now."""
+        now = time.perf_counter()
+        self.seconds_by_stage[stage] = self.seconds_by_stage.get(stage, 0.0) + now - since
+        return now
+
+    def log_progress(self, every_s: float = 10.0) -> None:
+        """One INFO line at most every `every_s`: totals and where the time went."""
+        if time.monotonic() - self.last_logged_at < every_s:
+            return
+        self.last_logged_at = time.monotonic()
+        stages = " ".join(f"{name}={seconds:.1f}s" for name, seconds in self.seconds_by_stage.items())
+        log.info(
+            "worker progress: batches=%d events=%d duplicates=%d late=%d dead_lettered=%d mean_batch=%.0f %s",
+            self.batches, self.events, self.duplicates, self.late, self.dead_lettered,
+            self.events / max(self.batches, 1), stages,
+        )
+
+
+def dead_letter(payload: bytes | str, reason: str, code: str, source_topic: str) -> OutputRecord:
+    """The DLQ record of a refused payload: secrets redacted, the reason in headers."""
+    raw = payload if isinstance(payload, bytes) else str(payload).encode()
+    return OutputRecord(
+        Topics.DLQ.value,
+        None,
+        redact_secrets(raw),
+        (
+            (DLQ_REASON_HEADER, reason.encode()),
+            (DLQ_CODE_HEADER, code.encode()),
+            (DLQ_SOURCE_HEADER, source_topic.encode()),
+        ),
+    )
 
 
 def build_worker_app(settings: Settings) -> faust.App:
@@ -76,12 +114,8 @@ def build_worker_app(settings: Settings) -> faust.App:
         value_serializer="raw",
     )
     usage = app.topic(Topics.USAGE.value, key_type=bytes, value_type=bytes, partitions=partitions)
-    last_used_topic = app.topic(
-        Topics.LAST_USED.value, key_type=bytes, value_type=bytes, partitions=partitions,
-        config={"cleanup.policy": "compact"},
-    )
-    signals_topic = app.topic(Topics.SIGNALS.value, key_type=bytes, value_type=bytes, partitions=partitions)
-    dlq_topic = app.topic(Topics.DLQ.value, key_type=bytes, value_type=bytes, partitions=1)
+    last_used_name, signals_name = Topics.LAST_USED.value, Topics.SIGNALS.value
+    publisher = BatchPublisher(settings.kafka_bootstrap)
     states = app.Table(
         "keytrail-key-state", default=None, key_type=bytes, value_type=bytes, partitions=partitions,
         use_partitioner=True,
@@ -98,41 +132,39 @@ def build_worker_app(settings: Settings) -> faust.App:
     async def aggregate_usage(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
         async for payloads in stream.take(settings.worker_batch_size, within=settings.worker_batch_seconds):
+            started = time.perf_counter()
             events = []
+            outputs: list[OutputRecord] = []
             for payload in payloads:
                 try:
                     events.append(decode_usage_event(payload))
                 except InvalidEvent as invalid:
                     counters.dead_lettered += 1
                     counters.by_reason[invalid.code] = counters.by_reason.get(invalid.code, 0) + 1
-                    await dlq_topic.send(
-                        value=redact_secrets(payload if isinstance(payload, bytes) else str(payload).encode()),
-                        headers=[
-                            (DLQ_REASON_HEADER, invalid.reason.encode()),
-                            (DLQ_CODE_HEADER, invalid.code.encode()),
-                            (DLQ_SOURCE_HEADER, Topics.USAGE.value.encode()),
-                        ],
-                    )
+                    outputs.append(dead_letter(payload, invalid.reason, invalid.code, Topics.USAGE.value))
+            mark = counters.spent("decode", started)
             overlay = SerializedStateOverlay(states, decoded_states)
             result = aggregator.process(events, overlay)
-            await loop.run_in_executor(None, sink.write_batch, result)
-            pending = [
-                await last_used_topic.send(key=record.key_id.encode(), value=record.model_dump_json().encode())
-                for record in result.last_used
-            ]
-            pending += [
-                await signals_topic.send(key=signal.key_id.encode(), value=signal.model_dump_json().encode())
-                for signal in result.signals
-            ]
-            # Outputs are delivered before the state that produced them is written: if the state
-            # survives a crash, so did its outputs; if not, the events are redelivered and redone.
-            if pending:
-                await asyncio.gather(*pending)
+            mark = counters.spent("core", mark)
+            outputs += [OutputRecord(last_used_name, record.key_id.encode(), record.model_dump_json().encode())
+                        for record in result.last_used]
+            outputs += [OutputRecord(signals_name, signal.key_id.encode(), signal.model_dump_json().encode())
+                        for signal in result.signals]
+            # Outputs and ClickHouse rows are durable before the state that produced them is
+            # written: if the state survives a crash, so did its outputs; if not, the events are
+            # redelivered and redone (same rows, same records).
+            await asyncio.gather(
+                loop.run_in_executor(None, sink.write_batch, result),
+                loop.run_in_executor(None, publisher.deliver, outputs),
+            )
+            mark = counters.spent("sink+deliver", mark)
             overlay.commit()
+            counters.spent("state", mark)
             counters.batches += 1
             counters.events += len(result.accepted)
             counters.duplicates += result.duplicates
             counters.late += len(result.late)
+            counters.log_progress()
 
     keys_topic = app.topic(Topics.KEYS.value, key_type=bytes, value_type=bytes, partitions=partitions)
     audit_trail = ClickHouseLifecycleSink(backend)
@@ -143,18 +175,16 @@ def build_worker_app(settings: Settings) -> faust.App:
         loop = asyncio.get_running_loop()
         async for payloads in stream.take(1000, within=1.0):
             events = []
+            refused: list[OutputRecord] = []
             for payload in payloads:
                 try:
                     events.append(KeyLifecycleEvent.model_validate_json(payload))
                 except ValidationError as exc:
-                    await dlq_topic.send(
-                        value=redact_secrets(payload),
-                        headers=[
-                            (DLQ_REASON_HEADER, describe_validation_error(exc).encode()),
-                            (DLQ_CODE_HEADER, b"invalid_lifecycle_event"),
-                            (DLQ_SOURCE_HEADER, Topics.KEYS.value.encode()),
-                        ],
-                    )
-            await loop.run_in_executor(None, audit_trail.write_events, events)
+                    refused.append(dead_letter(payload, describe_validation_error(exc), "invalid_lifecycle_event",
+                                               Topics.KEYS.value))
+            await asyncio.gather(
+                loop.run_in_executor(None, audit_trail.write_events, events),
+                loop.run_in_executor(None, publisher.deliver, refused),
+            )
 
     return app
