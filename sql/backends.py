@@ -74,6 +74,9 @@ class ClickHouseBackend(Protocol):
     def insert_json_rows(self, table: str, payload: bytes) -> None:
         """Insert newline-delimited JSON rows (JSONEachRow) into `table`."""
 
+    # Optional: `insert_arrow(table, data: pyarrow.Table)`, the columns named as in `table`.
+    # Callers check for it with getattr and fall back to `insert_json_rows` (see ClickHouseSink).
+
     def close(self) -> None:
         """Release the connection or the in-process engine."""
 
@@ -93,6 +96,8 @@ class ChdbBackend:
         self.url = f"chdb://{self.path}"
         self._lock = threading.Lock()
         self._session = chdb_session.Session(str(self.path))
+        if not hasattr(self._session, "send_insert"):  # chDB older than streaming inserts
+            self.insert_arrow = None  # callers then fall back to insert_json_rows
         for name, value in JSON_OUTPUT_SETTINGS.items():
             self._session.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
 
@@ -114,6 +119,31 @@ class ChdbBackend:
     def insert_json_rows(self, table: str, payload: bytes) -> None:
         if payload:
             self._run(f"INSERT INTO {table} FORMAT JSONEachRow\n" + payload.decode(), "CSV", None)
+
+    def insert_arrow(self, table: str, data: Any) -> None:
+        """Insert a pyarrow Table, its columns named as in `table`, streamed as ArrowStream.
+
+        Several times cheaper than JSONEachRow: no text parsing, no payload in the SQL text.
+        ClickHouse converts the Arrow types on insert exactly as from JSON text: string to
+        IPv6 (IPv4 mapped), Enum8 and UUID, fixed_size_binary(16) to UUID (RFC byte order),
+        timestamp[ms, UTC] to DateTime64(3), integer epoch seconds to DateTime.
+        """
+        if not data.num_rows:
+            return
+        import pyarrow as pa
+
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data)
+        block = sink.getvalue().to_pybytes()
+        columns = ", ".join(f"`{name}`" for name in data.column_names)
+        with self._lock:
+            try:
+                with self._session.send_insert(f"INSERT INTO {table} ({columns})", "ArrowStream") as inserter:
+                    inserter.append(block)
+                    inserter.finish()
+            except Exception as exc:  # chDB raises plain RuntimeError for every engine error
+                raise ClickHouseError(str(exc)) from exc
 
     def close(self) -> None:
         with self._lock:
