@@ -73,7 +73,15 @@ class KeyState:
     """Each detector's own JSON-serialisable memory, under its name."""
 
     def to_bytes(self) -> bytes:
-        """Serialise for a Faust table or a snapshot."""
+        """Serialise for a Faust table or a snapshot.
+
+        orjson's result sits in an allocation of ~8 KB however short it is; states are kept for
+        as long as their key is active, so they are copied into bytes of their own size (measured:
+        ~8,200 -> ~1,000 bytes resident per 1 KB state).
+        """
+        return bytes(memoryview(self._dumps()))
+
+    def _dumps(self) -> bytes:
         return orjson.dumps(
             {
                 "p": self.project_id,

@@ -71,3 +71,19 @@ def test_a_batch_that_never_commits_leaves_no_trace_in_the_cache():
     assert result.duplicates == 1
     assert KeyState.from_bytes(table[b"k1"]).total_requests == 2
     assert overlay.decoded_from_table == 1
+
+
+def test_serialized_state_holds_no_more_memory_than_its_size():
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        import pytest
+
+        pytest.skip("malloc_usable_size is glibc's")
+    usable = ctypes.CDLL(None).malloc_usable_size
+    usable.restype = ctypes.c_size_t
+    state = _state_with_ids(*range(2**100, 2**100 + 40))  # ~1 KB, so allocated by malloc, not pymalloc
+    raw = state.to_bytes()
+    assert 700 < len(raw) < 4096
+    assert usable(ctypes.c_void_p(id(raw))) < 2 * len(raw) + 64
