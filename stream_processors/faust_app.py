@@ -14,7 +14,9 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import faust
 from pydantic import ValidationError
@@ -40,6 +42,13 @@ from stream_processors.topics_admin import ensure_topics
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+MAX_STATE_RECORD_BYTES = 8 * 1024 * 1024
+"""Largest key-state changelog record the worker may write (Faust's default, 1 MB, crashed the
+worker on a hot key whose open minutes held ~45k event ids); the core bounds its dedupe memory
+well below this (MAX_EVENT_IDS_PER_KEY)."""
+
 DLQ_REASON_HEADER = "keytrail-reason"
 DLQ_CODE_HEADER = "keytrail-error-code"
 DLQ_SOURCE_HEADER = "keytrail-source-topic"
@@ -54,6 +63,7 @@ class WorkerCounters:
     duplicates: int = 0
     late: int = 0
     dead_lettered: int = 0
+    forgotten_event_ids: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
     seconds_by_stage: dict[str, float] = field(default_factory=dict)
     """Time spent per stage of a batch (decode, core, sink, deliver, state), for tuning."""
@@ -64,6 +74,18 @@ class WorkerCounters:
         now = time.perf_counter()
         self.seconds_by_stage[stage] = self.seconds_by_stage.get(stage, 0.0) + now - since
         return now
+
+    def timed(self, stage: str, work: Callable[[T], None]) -> Callable[[T], None]:
+        """`work` that adds its own duration to `stage` (for stages run concurrently in threads)."""
+
+        def run(argument: T) -> None:
+            started = time.perf_counter()
+            try:
+                work(argument)
+            finally:
+                self.spent(stage, started)
+
+        return run
 
     def log_progress(self, every_s: float = 10.0) -> None:
         """One INFO line at most every `every_s`: totals and where the time went."""
@@ -106,6 +128,7 @@ def build_worker_app(settings: Settings) -> faust.App:
         web_enabled=False,
         datadir=str(Path(settings.data_dir) / "faust"),
         producer_acks=-1,
+        producer_max_request_size=MAX_STATE_RECORD_BYTES,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
@@ -118,7 +141,7 @@ def build_worker_app(settings: Settings) -> faust.App:
     publisher = BatchPublisher(settings.kafka_bootstrap)
     states = app.Table(
         "keytrail-key-state", default=None, key_type=bytes, value_type=bytes, partitions=partitions,
-        use_partitioner=True,
+        use_partitioner=True, extra_topic_configs={"max.message.bytes": str(MAX_STATE_RECORD_BYTES)},
     )
     decoded_states: DecodedStates = {}
     aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
@@ -154,8 +177,8 @@ def build_worker_app(settings: Settings) -> faust.App:
             # written: if the state survives a crash, so did its outputs; if not, the events are
             # redelivered and redone (same rows, same records).
             await asyncio.gather(
-                loop.run_in_executor(None, sink.write_batch, result),
-                loop.run_in_executor(None, publisher.deliver, outputs),
+                loop.run_in_executor(None, counters.timed("sink", sink.write_batch), result),
+                loop.run_in_executor(None, counters.timed("deliver", publisher.deliver), outputs),
             )
             mark = counters.spent("sink+deliver", mark)
             overlay.commit()
@@ -164,6 +187,10 @@ def build_worker_app(settings: Settings) -> faust.App:
             counters.events += len(result.accepted)
             counters.duplicates += result.duplicates
             counters.late += len(result.late)
+            if result.forgotten_event_ids:
+                counters.forgotten_event_ids += result.forgotten_event_ids
+                log.warning("dedupe memory bound reached: forgot %d event ids of hot keys' oldest open minutes "
+                            "(a re-delivery of those events would count again)", result.forgotten_event_ids)
             counters.log_progress()
 
     keys_topic = app.topic(Topics.KEYS.value, key_type=bytes, value_type=bytes, partitions=partitions)

@@ -13,6 +13,10 @@ from stream_processors.core.clock import EPOCH, from_epoch_ms
 from stream_processors.core.state import OUTCOME_INDEX, OUTCOME_ORDER, KeyState, MinuteAggregate
 
 MINUTE_MS = 60_000
+MAX_EVENT_IDS_PER_KEY = 100_000
+"""Dedupe memory bound per key (~2.2 MB of state): exact for up to ~270 events/s per key
+sustained over the default allowed lateness plus the open minute; beyond it the oldest open
+minutes forget their ids (counted in `BatchResult.forgotten_event_ids`)."""
 _OUTCOME_ERROR = Outcome.ERROR
 _OUTCOME_NAMES = tuple(outcome.value for outcome in OUTCOME_ORDER)
 
@@ -71,6 +75,8 @@ class BatchResult:
     late: list[KeyUsageEvent] = field(default_factory=list)
     """Events older than the allowed lateness: stored in the audit trail flagged late, not counted."""
     duplicates: int = 0
+    forgotten_event_ids: int = 0
+    """Event ids dropped from a hot key's dedupe memory to keep its state under the size bound."""
     minutes: list[MinuteUsage] = field(default_factory=list)
     last_used: list[LastUsed] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
@@ -84,9 +90,15 @@ def is_error(event: KeyUsageEvent) -> bool:
 class UsageAggregator:
     """The core. Deterministic: the same events in the same per-key order give the same state and outputs."""
 
-    def __init__(self, allowed_lateness_s: int = 300, detectors: Iterable[Detector] = ()) -> None:
+    def __init__(
+        self,
+        allowed_lateness_s: int = 300,
+        detectors: Iterable[Detector] = (),
+        max_event_ids_per_key: int = MAX_EVENT_IDS_PER_KEY,
+    ) -> None:
         self.allowed_lateness_ms = allowed_lateness_s * 1000
         self.detectors = list(detectors)
+        self.max_event_ids_per_key = max_event_ids_per_key
 
     def process(self, events: Iterable[KeyUsageEvent], states: StateMapping) -> BatchResult:
         """Fold a batch into the per-key states; each key's state is read and written once."""
@@ -160,6 +172,7 @@ class UsageAggregator:
         for minute_s in sorted(touched):
             result.minutes.append(self._minute_usage(key_id, state.project_id, minute_s, open_minutes[minute_s]))
         closed = self._close_minutes(state)
+        result.forgotten_event_ids += self._bound_dedupe_memory(open_minutes)
         for detector in self.detectors:
             result.signals.extend(detector.observe(key_id, state, fresh, closed))
         if best_event is not None:
@@ -180,6 +193,30 @@ class UsageAggregator:
                     event_id=state.last_used_event_id,
                 )
             )
+
+    def _bound_dedupe_memory(self, open_minutes: dict[int, MinuteAggregate]) -> int:
+        """Forget the event ids of a key's oldest open minutes beyond the bound; returns how many.
+
+        Counts stay; only the memory that recognises a re-delivered event of those minutes goes.
+        Without a bound, a key sending thousands of events a second would carry megabytes of ids
+        in every state write (and Faust refuses changelog records over its request size).
+        """
+        total = 0
+        for aggregate in open_minutes.values():
+            total += len(aggregate.event_ids)
+        if total <= self.max_event_ids_per_key:
+            return 0
+        forgotten = 0
+        for minute_s in sorted(open_minutes)[:-1]:  # never the newest minute
+            ids = open_minutes[minute_s].event_ids
+            if not ids:
+                continue
+            forgotten += len(ids)
+            total -= len(ids)
+            open_minutes[minute_s].event_ids = set()
+            if total <= self.max_event_ids_per_key:
+                break
+        return forgotten
 
     def _close_minutes(self, state: KeyState) -> list[tuple[int, MinuteAggregate]]:
         """Drop minutes past the allowed lateness; their rows were already emitted."""

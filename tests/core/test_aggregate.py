@@ -106,3 +106,17 @@ def test_batching_and_redelivery_never_change_the_final_answer(offsets, batch_si
             latest[minute.minute_start_s] = max(latest.get(minute.minute_start_s, 0), minute.revision)
     assert latest == expected
     assert states["key_a"].last_used_ms == reference_states["key_a"].last_used_ms
+
+
+def test_a_hot_keys_dedupe_memory_is_bounded_and_counts_stay_exact():
+    core = UsageAggregator(300, max_event_ids_per_key=50)
+    states = InMemoryStates()
+    events = [usage_event("hot", seconds=minute * 60 + n * 0.5) for minute in range(3) for n in range(40)]
+    result = core.process(events, states)
+    minutes = states["hot"].open_minutes
+    assert sum(len(m.event_ids) for m in minutes.values()) <= 50
+    assert len(minutes[max(minutes)].event_ids) == 40, "the newest minute keeps its ids"
+    assert result.forgotten_event_ids == 80
+    assert [m.requests for m in result.minutes] == [40, 40, 40]
+    again = core.process([events[-1]], states)
+    assert again.duplicates == 1 and not again.minutes
