@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8477", description="where `keytrail serve` listens")
     worker_batch_size: int = Field(default=5000, ge=1)
     worker_batch_seconds: float = Field(default=0.5, gt=0)
+    worker_state_cache_keys: int = Field(
+        default=50_000, ge=0, description="decoded key states the worker keeps between batches (~5 KB each); 0 = all"
+    )
     allowed_lateness_seconds: int = Field(default=300, ge=0)
     worker_app_id: str = Field(default="keytrail-worker", description="Faust app id: consumer group and table prefix")
     projector_group_id: str = Field(default="keytrail-projector", description="consumer group of the projector")

@@ -166,7 +166,7 @@ def build_worker_app(settings: Settings) -> faust.App:
                     counters.by_reason[invalid.code] = counters.by_reason.get(invalid.code, 0) + 1
                     outputs.append(dead_letter(payload, invalid.reason, invalid.code, Topics.USAGE.value))
             mark = counters.spent("decode", started)
-            overlay = SerializedStateOverlay(states, decoded_states)
+            overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
             result = aggregator.process(events, overlay)
             mark = counters.spent("core", mark)
             outputs += [OutputRecord(last_used_name, record.key_id.encode(), record.model_dump_json().encode())

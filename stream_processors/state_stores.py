@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import MutableMapping
 
 from stream_processors.core.state import KeyState
@@ -28,9 +29,13 @@ class SerializedStateOverlay:
     that fails half-way leaves no half-updated state behind in the cache.
     """
 
-    def __init__(self, table: MutableMapping[bytes, bytes], decoded: DecodedStates | None = None) -> None:
+    def __init__(
+        self, table: MutableMapping[bytes, bytes], decoded: DecodedStates | None = None, max_decoded: int = 0
+    ) -> None:
         self.table = table
         self.decoded = decoded
+        self.max_decoded = max_decoded
+        """Keep at most this many decoded states (least recently used go first); 0 = no bound."""
         self.touched: dict[str, KeyState] = {}
         self.decoded_from_table = 0
 
@@ -59,6 +64,10 @@ class SerializedStateOverlay:
             self.table[key.encode()] = raw
             if decoded is not None:
                 decoded[key] = (raw, state)
+        if decoded is not None and self.max_decoded and len(decoded) > self.max_decoded:
+            # get() pops and commit() re-inserts, so the dict's order is least recently used first.
+            for key in list(itertools.islice(decoded, len(decoded) - self.max_decoded)):
+                del decoded[key]
         count = len(self.touched)
         self.touched = {}
         return count

@@ -87,3 +87,17 @@ def test_serialized_state_holds_no_more_memory_than_its_size():
     raw = state.to_bytes()
     assert 700 < len(raw) < 4096
     assert usable(ctypes.c_void_p(id(raw))) < 2 * len(raw) + 64
+
+
+def test_the_decoded_cache_keeps_only_the_most_recently_used_states():
+    core, table, decoded = UsageAggregator(300), {}, {}
+    for second, key in enumerate(["k1", "k2", "k3", "k1", "k4"]):
+        overlay = SerializedStateOverlay(table, decoded, max_decoded=2)
+        core.process([usage_event(key, seconds=second)], overlay)
+        overlay.commit()
+    assert list(decoded) == ["k1", "k4"]
+    overlay = SerializedStateOverlay(table, decoded, max_decoded=2)
+    core.process([usage_event("k2", seconds=9)], overlay)
+    assert overlay.decoded_from_table == 1, "an evicted state is read back from the table"
+    overlay.commit()
+    assert KeyState.from_bytes(table[b"k2"]).total_requests == 2
