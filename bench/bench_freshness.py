@@ -261,6 +261,14 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def settings_line() -> str:
+    """The worker's batch settings as the subprocess sees them (defaults or the environment)."""
+    from console.settings import Settings
+
+    settings = Settings()
+    return f"{settings.worker_batch_size} / {settings.worker_batch_seconds} s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", type=int, default=500, help="keys in the key store, each event picks one uniformly")
@@ -275,7 +283,7 @@ def main() -> None:
     ms = 1000.0
     print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} ({os.cpu_count()} cores); "
           f"{args.keys:,} keys, {args.rate:,.0f} events/s for {args.seconds:,.0f} s (achieved {r['send_rate']:,.0f}/s), "
-          f"{args.partitions} partitions, worker defaults (batch 5000 / 0.5 s), projector batch 1000 / 0.2 s poll, "
+          f"{args.partitions} partitions, worker batch {settings_line()}, projector defaults, "
           f"Postgres key store, chDB sink; poll every {args.poll_ms:.0f} ms ({r['polls']:,} polls, "
           f"mean {r['mean_poll_ms']:.1f} ms each, {r['poll_errors']} failed)")
     print(f"command: {shlex.join(sys.orig_argv)}\n")

@@ -64,6 +64,8 @@ class WorkerCounters:
     late: int = 0
     dead_lettered: int = 0
     forgotten_event_ids: int = 0
+    lag_s: float = 0.0
+    """Wall clock minus the newest event time of the last batch, once its outputs were delivered."""
     by_reason: dict[str, int] = field(default_factory=dict)
     seconds_by_stage: dict[str, float] = field(default_factory=dict)
     """Time spent per stage of a batch (decode, core, sink, deliver, state), for tuning."""
@@ -94,9 +96,10 @@ class WorkerCounters:
         self.last_logged_at = time.monotonic()
         stages = " ".join(f"{name}={seconds:.1f}s" for name, seconds in self.seconds_by_stage.items())
         log.info(
-            "worker progress: batches=%d events=%d duplicates=%d late=%d dead_lettered=%d mean_batch=%.0f %s",
+            "worker progress: batches=%d events=%d duplicates=%d late=%d dead_lettered=%d mean_batch=%.0f "
+            "lag=%.2fs %s",
             self.batches, self.events, self.duplicates, self.late, self.dead_lettered,
-            self.events / max(self.batches, 1), stages,
+            self.events / max(self.batches, 1), self.lag_s, stages,
         )
 
 
@@ -181,6 +184,9 @@ def build_worker_app(settings: Settings) -> faust.App:
                 loop.run_in_executor(None, counters.timed("deliver", publisher.deliver), outputs),
             )
             mark = counters.spent("sink+deliver", mark)
+            if result.last_used:
+                newest = max(record.last_used_at for record in result.last_used).timestamp()
+                counters.lag_s = time.time() - newest
             overlay.commit()
             counters.spent("state", mark)
             counters.batches += 1

@@ -83,7 +83,7 @@ def run_kafka_projector(
     *,
     group_id: str = "keytrail-projector",
     batch_size: int = 1000,
-    poll_seconds: float = 0.2,
+    poll_seconds: float = 0.05,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Consume `keytrail.last-used.v1` and apply it until `should_stop()`; commits after each applied batch."""
