@@ -157,20 +157,23 @@ def build_worker_app(settings: Settings) -> faust.App:
     @app.agent(usage, name="usage-aggregator", concurrency=1)
     async def aggregate_usage(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
-        async for payloads in stream.take(settings.worker_batch_size, within=settings.worker_batch_seconds):
+        async for batch in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
             started = time.perf_counter()
             events = []
+            positions: list[tuple[int, int]] = []
             outputs: list[OutputRecord] = []
-            for payload in payloads:
+            for record in batch:
+                payload = record.value
                 try:
                     events.append(decode_usage_event(payload))
+                    positions.append((record.message.partition, record.message.offset))
                 except InvalidEvent as invalid:
                     counters.dead_lettered += 1
                     counters.by_reason[invalid.code] = counters.by_reason.get(invalid.code, 0) + 1
                     outputs.append(dead_letter(payload, invalid.reason, invalid.code, Topics.USAGE.value))
             mark = counters.spent("decode", started)
             overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
-            result = aggregator.process(events, overlay)
+            result = aggregator.process(events, overlay, positions)
             mark = counters.spent("core", mark)
             outputs += [OutputRecord(last_used_name, record.key_id.encode(), record.model_dump_json().encode())
                         for record in result.last_used]

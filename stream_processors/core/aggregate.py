@@ -100,15 +100,48 @@ class UsageAggregator:
         self.detectors = list(detectors)
         self.max_event_ids_per_key = max_event_ids_per_key
 
-    def process(self, events: Iterable[KeyUsageEvent], states: StateMapping) -> BatchResult:
-        """Fold a batch into the per-key states; each key's state is read and written once."""
-        by_key: dict[str, list[KeyUsageEvent]] = {}
-        for event in events:
-            by_key.setdefault(event.key_id, []).append(event)
+    def process(
+        self,
+        events: Sequence[KeyUsageEvent],
+        states: StateMapping,
+        positions: Sequence[tuple[int, int]] | None = None,
+    ) -> BatchResult:
+        """Fold a batch into the per-key states; each key's state is read and written once.
+
+        `positions` (the Kafka partition and offset of each event, from the worker) make
+        re-delivery after a crash or rebalance recognisable without the event-id memory: a key's
+        events all live in one partition, in offset order, and its state records the last offset
+        it has folded, so anything at or below it was counted already.
+        """
         result = BatchResult()
-        for key_id, key_events in by_key.items():
-            state = states.get(key_id) or KeyState(project_id=key_events[0].project_id)
-            self._fold_key(key_id, state, key_events, result)
+        if positions is None:
+            by_key: dict[str, list[KeyUsageEvent]] = {}
+            for event in events:
+                by_key.setdefault(event.key_id, []).append(event)
+            for key_id, key_events in by_key.items():
+                state = states.get(key_id) or KeyState(project_id=key_events[0].project_id)
+                self._fold_key(key_id, state, key_events, result)
+                states[key_id] = state
+            return result
+        positioned: dict[str, list[tuple[KeyUsageEvent, tuple[int, int]]]] = {}
+        for event, position in zip(events, positions, strict=True):
+            positioned.setdefault(event.key_id, []).append((event, position))
+        for key_id, pairs in positioned.items():
+            state = states.get(key_id) or KeyState(project_id=pairs[0][0].project_id)
+            source = state.source
+            if source is not None:
+                partition, applied = source
+                fresh = [event for event, (p, offset) in pairs if p != partition or offset > applied]
+                result.duplicates += len(pairs) - len(fresh)
+            else:
+                fresh = [event for event, _ in pairs]
+            if fresh:
+                self._fold_key(key_id, state, fresh, result)
+            partition = pairs[-1][1][0]
+            newest = max(offset for _, (p, offset) in pairs if p == partition)
+            if source is not None and source[0] == partition:
+                newest = max(newest, source[1])  # a re-delivered batch never moves it back
+            state.source = (partition, newest)
             states[key_id] = state
         return result
 

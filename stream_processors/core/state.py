@@ -71,6 +71,8 @@ class KeyState:
     """Minute start (epoch seconds) -> aggregate, for minutes still within allowed lateness."""
     detector_state: dict[str, Any] = field(default_factory=dict)
     """Each detector's own JSON-serialisable memory, under its name."""
+    source: tuple[int, int] | None = None
+    """(Kafka partition, offset) of the last event folded in by the worker; None in-process."""
 
     def to_bytes(self) -> bytes:
         """Serialise for a Faust table or a snapshot.
@@ -96,6 +98,7 @@ class KeyState:
                 "t": self.total_requests,
                 "m": {str(k): v.to_json() for k, v in self.open_minutes.items()},
                 "d": self.detector_state,
+                "o": self.source,
             }
         )
 
@@ -114,4 +117,5 @@ class KeyState:
             total_requests=data["t"],
             open_minutes={int(k): MinuteAggregate.from_json(v) for k, v in data["m"].items()},
             detector_state=data["d"],
+            source=tuple(data["o"]) if data.get("o") else None,  # type: ignore[arg-type]
         )

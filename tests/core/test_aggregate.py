@@ -120,3 +120,30 @@ def test_a_hot_keys_dedupe_memory_is_bounded_and_counts_stay_exact():
     assert [m.requests for m in result.minutes] == [40, 40, 40]
     again = core.process([events[-1]], states)
     assert again.duplicates == 1 and not again.minutes
+
+
+def test_redelivered_offsets_are_not_counted_again_even_after_the_id_memory_forgot_them():
+    core = UsageAggregator(300, max_event_ids_per_key=10)
+    states = InMemoryStates()
+    events = [usage_event("hot", seconds=n) for n in range(150)]  # three minutes, ids trimmed to 10
+    positions = [(3, 1000 + n) for n in range(150)]
+    first = core.process(events, states, positions)
+    assert first.forgotten_event_ids > 0
+    assert states["hot"].source == (3, 1149)
+    # A crash before the consumer committed: the whole range comes again, in two batches.
+    again = core.process(events[:70], states, positions[:70])
+    again2 = core.process(events[70:], states, positions[70:])
+    assert again.duplicates + again2.duplicates == 150
+    assert not again.minutes and not again2.minutes
+    assert states["hot"].source == (3, 1149), "a re-delivered batch never moves the position back"
+    assert states["hot"].total_requests == 150
+    later = core.process([usage_event("hot", seconds=151)], states, [(3, 1150)])
+    assert later.duplicates == 0 and states["hot"].total_requests == 151
+
+
+def test_the_same_event_at_a_new_offset_is_still_caught_by_its_id():
+    core, states = UsageAggregator(300), InMemoryStates()
+    event = usage_event("k", seconds=1)
+    core.process([event], states, [(0, 5)])
+    result = core.process([event], states, [(0, 9)])  # a producer re-sent it
+    assert result.duplicates == 1 and states["k"].total_requests == 1

@@ -18,6 +18,8 @@ def _state_with_ids(*ids: int) -> KeyState:
 def test_state_round_trips_with_packed_event_ids():
     state = _state_with_ids(0, 1, 2**128 - 1, 0x1234_5678_9ABC_DEF0_1234_5678_9ABC_DEF0)
     assert KeyState.from_bytes(state.to_bytes()) == state
+    state.source = (2, 77)
+    assert KeyState.from_bytes(state.to_bytes()).source == (2, 77)
 
 
 def test_states_written_with_hex_event_ids_are_still_read():
