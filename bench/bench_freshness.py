@@ -233,9 +233,13 @@ def run(args: argparse.Namespace) -> dict:
             worker.stop()
     progress = [line for line in (workdir / "worker.log").read_text(errors="replace").splitlines()
                 if "worker progress" in line]
+    projected = [line for line in (workdir / "projector.log").read_text(errors="replace").splitlines()
+                 if "projector progress" in line]
     shutil.rmtree(workdir, ignore_errors=True)  # chDB data and logs (kept when the run fails, for a look)
     if progress:
         print(f"last worker progress line: {progress[-1].split('worker progress: ')[1]}")
+    if projected:
+        print(f"last projector progress line: {projected[-1].split('projector progress: ')[1]}")
 
     freshness: list[float] = []
     never = 0

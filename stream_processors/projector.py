@@ -100,8 +100,15 @@ def run_kafka_projector(
         }
     )
     consumer.subscribe([Topics.LAST_USED.value])
+    applied = batches = 0
+    apply_seconds = lag_s = 0.0
+    logged_at = time.monotonic()
     try:
         while not should_stop():
+            if time.monotonic() - logged_at >= 10.0:
+                log.info("projector progress: batches=%d records=%d apply=%.2fs lag=%.2fs",
+                         batches, applied, apply_seconds, lag_s)
+                logged_at = time.monotonic()
             messages = consumer.consume(num_messages=batch_size, timeout=poll_seconds)
             records = []
             for message in messages:
@@ -113,7 +120,12 @@ def run_kafka_projector(
                 except ValidationError:
                     log.error("skipping malformed last-used record at offset %s", message.offset())
             if records:
+                started = time.perf_counter()
                 projector.apply(records)
+                apply_seconds += time.perf_counter() - started
+                applied += len(records)
+                batches += 1
+                lag_s = time.time() - max(record.last_used_at for record in records).timestamp()
             if messages:
                 consumer.commit(asynchronous=False)
     finally:
