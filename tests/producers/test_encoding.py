@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from producers.encoding import EventIds, UsageEncoder
 from schemas.usage import SECRET_SHAPE, KeyUsageEvent, Outcome
-from stream_processors.codec import InvalidEvent, decode_usage_event
+from stream_processors.codec import InvalidEvent, decode_usage_event, decode_usage_event_strictly
 
 identifiers = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}", fullmatch=True).filter(
     lambda s: not SECRET_SHAPE.match(s)
@@ -61,7 +61,8 @@ def test_encoded_bytes_equal_the_models_json_byte_for_byte(fields):
         assert value == expected
         assert key == model.key_id.encode()
     assert encoder.encode_event(model) == (model.key_id.encode(), expected)
-    assert decode_usage_event(value) == model
+    assert decode_usage_event_strictly(value) == model
+    assert decode_usage_event(value).model_dump_json() == model.model_dump_json()  # the fast path agrees
 
 
 def test_defaults_are_a_fresh_id_and_now():
