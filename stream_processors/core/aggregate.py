@@ -131,7 +131,8 @@ class UsageAggregator:
             source = state.source
             if source is not None:
                 partition, applied = source
-                fresh = [event for event, (p, offset) in pairs if p != partition or offset > applied]
+                fresh = [event for event, (p, offset) in pairs
+                         if p != partition or offset > applied or not self._folded_already(state, event)]
                 result.duplicates += len(pairs) - len(fresh)
             else:
                 fresh = [event for event, _ in pairs]
@@ -144,6 +145,27 @@ class UsageAggregator:
             state.source = (partition, newest)
             states[key_id] = state
         return result
+
+    def _folded_already(self, state: KeyState, event: KeyUsageEvent) -> bool:
+        """Whether an event at or below the key's folded offset was counted, as far as can be known.
+
+        Offsets alone would say yes, but the consumer can deliver a later offset without an
+        earlier one (seen with Faust's recovery hand-off), and trusting them then would drop
+        the earlier event for good when it finally arrives. So the key's own memory decides
+        where it can: a minute still open with its event ids complete knows exactly which
+        events it counted. The offset decides only where that memory cannot: a minute whose
+        ids were forgotten (hot keys, past the id bound) or one already closed.
+        """
+        delta = event.occurred_at - EPOCH
+        t_ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+        minute_s = t_ms // MINUTE_MS * 60
+        if minute_s * 1000 + self.allowed_lateness_ms + MINUTE_MS <= state.watermark_ms:
+            return True  # closed: counted then, or too late to count now either way
+        aggregate = state.open_minutes.get(minute_s)
+        if aggregate is None:
+            return False  # nothing of this minute was ever counted
+        ids_complete = len(aggregate.event_ids) >= aggregate.requests
+        return not ids_complete or event.event_id.int in aggregate.event_ids
 
     def _fold_key(self, key_id: str, state: KeyState, events: list[KeyUsageEvent], result: BatchResult) -> None:
         # The hot loop of the worker: locals instead of attribute lookups, and the last-used

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from base64 import b64decode, b64encode
 from dataclasses import dataclass, field
 from typing import Any
-
-from base64 import b64decode, b64encode
 
 import orjson
 

@@ -147,3 +147,25 @@ def test_the_same_event_at_a_new_offset_is_still_caught_by_its_id():
     core.process([event], states, [(0, 5)])
     result = core.process([event], states, [(0, 9)])  # a producer re-sent it
     assert result.duplicates == 1 and states["k"].total_requests == 1
+
+
+def test_an_event_delivered_after_a_later_offset_is_still_counted():
+    """The consumer skipped offsets 5-6 and delivered 7 first; when 5-6 come (after a re-seek or
+    a restart) they are below the key's folded offset but were never counted: they count now."""
+    core, states = UsageAggregator(300), InMemoryStates()
+    events = [usage_event("k", seconds=n) for n in range(4)]
+    core.process([events[0], events[3]], states, [(0, 4), (0, 7)])
+    assert states["k"].source == (0, 7)
+    skipped = core.process([events[0], events[1], events[2], events[3]], states, [(0, 4), (0, 5), (0, 6), (0, 7)])
+    assert skipped.duplicates == 2
+    assert [m.requests for m in skipped.minutes] == [4]
+    assert states["k"].total_requests == 4
+    assert states["k"].source == (0, 7)
+
+
+def test_below_the_folded_offset_a_closed_minute_counts_nothing_again():
+    core, states = UsageAggregator(allowed_lateness_s=60), InMemoryStates()
+    old, new = usage_event("k", seconds=0), usage_event("k", seconds=600)
+    core.process([old, new], states, [(0, 1), (0, 2)])
+    again = core.process([old], states, [(0, 1)])
+    assert again.duplicates == 1 and not again.late and not again.minutes

@@ -74,8 +74,8 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, on_timeo
         time.sleep(0.25)
 
 
-def group_caught_up(bootstrap: str, group_id: str, topic: str) -> bool:
-    """Whether the consumer group has committed the end of every partition of `topic`."""
+def group_positions(bootstrap: str, group_id: str, topic: str) -> dict[int, tuple[int, int]] | None:
+    """Per partition of `topic`: (committed offset of the group, high watermark); None while unknown."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(topic, timeout=10)
@@ -83,14 +83,29 @@ def group_caught_up(bootstrap: str, group_id: str, topic: str) -> bool:
         try:
             committed = consumer.committed(partitions, timeout=10)
         except KafkaException:  # e.g. NOT_COORDINATOR while the group coordinator moves or starts
-            return False
+            return None
+        positions = {}
         for tp in committed:
             _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-            if high > 0 and tp.offset < high:
-                return False
-        return True
+            positions[tp.partition] = (tp.offset, high)
+        return positions
     finally:
         consumer.close()
+
+
+def group_caught_up(bootstrap: str, group_id: str, topic: str) -> bool:
+    """Whether the consumer group has committed the end of every partition of `topic`."""
+    positions = group_positions(bootstrap, group_id, topic)
+    return positions is not None and all(high == 0 or committed >= high for committed, high in positions.values())
+
+
+def describe_group_positions(bootstrap: str, group_id: str, topic: str) -> str:
+    """A line per partition (committed, high watermark, lag) for timeout diagnostics."""
+    positions = group_positions(bootstrap, group_id, topic)
+    if positions is None:
+        return f"group {group_id}: committed offsets unknown (coordinator not ready)"
+    return "\n".join(f"{topic}[{partition}]: committed={committed} high={high} lag={high - max(committed, 0)}"
+                     for partition, (committed, high) in sorted(positions.items()))
 
 
 def consume_all(bootstrap: str, topic: str, *, idle_seconds: float = 2.0, max_seconds: float = 30.0) -> list:

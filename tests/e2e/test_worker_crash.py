@@ -18,10 +18,16 @@ from sql.backends import open_clickhouse
 from stream_processors.codec import encode_usage_event
 from stream_processors.core.clock import epoch_ms
 from stream_processors.topics_admin import ensure_topics
-from tests.e2e.pipeline_processes import KeytrailProcess, group_caught_up, wait_until
+from tests.e2e.pipeline_processes import (
+    KeytrailProcess,
+    describe_group_positions,
+    group_caught_up,
+    wait_until,
+)
 from tests.factories import usage_event
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The waits below add up to less than this, so a stall fails with diagnostics, not a bare timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 PARTITIONS = 4
 SECRET = "crash-test-secret-at-least-16-bytes"
@@ -89,8 +95,10 @@ def test_kill_dash_nine_mid_stream_loses_nothing_and_double_counts_nothing(
                        "the first worker to get a third of the way", first.log_tail)
             first.kill_hard()
         with second:
-            wait_until(lambda: group_caught_up(kafka_bootstrap, app_id, Topics.USAGE.value), 900,
-                       "the restarted worker to catch up", second.log_tail)
+            wait_until(lambda: group_caught_up(kafka_bootstrap, app_id, Topics.USAGE.value), 600,
+                       "the restarted worker to catch up",
+                       lambda: f"{describe_group_positions(kafka_bootstrap, app_id, Topics.USAGE.value)}\n"
+                               f"{second.log_tail()}")
             wait_until(lambda: all(
                 (r.last_used_at is not None and epoch_ms(r.last_used_at) == truth_last[r.id])
                 for r in (store.get(k) for k in keys)), 120, "last_used_at of every key", projector.log_tail)

@@ -1,0 +1,110 @@
+"""The worker's Kafka commits reach the end of what it acknowledged, even when a restart
+delivered (and acknowledged) a range of offsets twice."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from stream_processors.faust_commit import CommitHoleWatch, DeduplicatingAckConsumer, normalize_acked_offsets
+
+USAGE_0 = TP("keytrail.usage.v1", 0)
+
+
+def bookkeeping_only(consumer_class: type, acked: list[int], committed: int | None):
+    """A consumer object holding only the ack bookkeeping `_new_offset` reads (no broker)."""
+    consumer = object.__new__(consumer_class)
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._acked = defaultdict(list, {USAGE_0: list(acked)})
+    consumer._acked_index = defaultdict(set, {USAGE_0: set(acked)})
+    consumer._committed_offset = defaultdict(lambda: None, {USAGE_0: committed})
+    return consumer
+
+
+# What the restarted worker's consumer held in the crash test: committed at 16900, the
+# offsets from there on acknowledged twice (once per delivery), then once.
+AFTER_RESTART = [16899, *[o for o in range(16900, 18000) for _copy in (1, 2)], *range(18000, 20514)]
+
+
+def test_faust_itself_advances_one_offset_per_commit_on_this_state():
+    """The defect, shown on Faust's own consumer: the commit crawls (one offset per round)."""
+    consumer = bookkeeping_only(FaustConsumer, AFTER_RESTART, committed=16900)
+    assert consumer._new_offset(USAGE_0) == 16901
+
+
+def test_deduplicating_consumer_commits_everything_acknowledged():
+    consumer = bookkeeping_only(DeduplicatingAckConsumer, AFTER_RESTART, committed=16900)
+    assert consumer._new_offset(USAGE_0) == 20514
+    assert consumer._acked[USAGE_0] == []
+
+
+def test_a_hole_still_stops_the_commit_at_the_hole():
+    """An offset never acknowledged (still being processed) must not be committed past."""
+    acked = [o for o in range(100, 200) if o != 150] + list(range(120, 140))
+    consumer = bookkeeping_only(DeduplicatingAckConsumer, acked, committed=100)
+    assert consumer._new_offset(USAGE_0) == 150
+    assert consumer._new_offset(USAGE_0) is None  # 150 is missing: nothing more to commit
+
+
+def test_nothing_acknowledged_after_the_committed_offset_commits_nothing():
+    consumer = bookkeeping_only(DeduplicatingAckConsumer, [5, 6, 7], committed=10)
+    assert consumer._new_offset(USAGE_0) is None
+
+
+@pytest.mark.parametrize(
+    ("acked", "committed", "expected"),
+    [
+        ([3, 1, 2, 2, 1], None, [1, 2, 3]),
+        ([9, 10, 10, 11], 10, [10, 11]),
+        ([], 4, []),
+        ([1, 2], 5, []),
+    ],
+)
+def test_normalize_acked_offsets(acked, committed, expected):
+    normalize_acked_offsets(acked, committed)
+    assert acked == expected
+
+
+class FakeMessage:
+    def __init__(self, tp: TP, offset: int) -> None:
+        self.tp, self.offset, self.acked = tp, offset, False
+
+
+class BookkeepingConsumer:
+    """The parts of a Faust consumer CommitHoleWatch reads."""
+
+    def __init__(self, committed: int, acked: list[int], in_flight: list[int] = ()) -> None:
+        self._committed_offset = {USAGE_0: committed}
+        self._acked = {USAGE_0: list(acked)}
+        self._unacked_messages = {FakeMessage(USAGE_0, offset) for offset in in_flight}
+
+    def assignment(self) -> set[TP]:
+        return {USAGE_0, TP("keytrail.keys.v1", 0)}
+
+
+def test_a_hole_that_stays_is_reported_once_with_the_offset_to_reread_from():
+    watch = CommitHoleWatch("keytrail.usage.v1", patience=3)
+    consumer = BookkeepingConsumer(committed=18463, acked=list(range(18616, 20000)))
+    assert watch.stuck_partitions(consumer) == []
+    assert watch.stuck_partitions(consumer) == []
+    assert watch.stuck_partitions(consumer) == [(USAGE_0, 18463, 18616)]
+    assert watch.stuck_partitions(consumer) == [], "the count starts again after a report"
+
+
+def test_a_hole_still_being_processed_is_left_alone():
+    watch = CommitHoleWatch("keytrail.usage.v1", patience=2)
+    consumer = BookkeepingConsumer(committed=100, acked=list(range(150, 200)), in_flight=[100, 101])
+    for _ in range(5):
+        assert watch.stuck_partitions(consumer) == []
+
+
+def test_a_commit_that_moves_is_not_stuck():
+    watch = CommitHoleWatch("keytrail.usage.v1", patience=2)
+    assert watch.stuck_partitions(BookkeepingConsumer(committed=100, acked=[150, 151])) == []
+    assert watch.stuck_partitions(BookkeepingConsumer(committed=120, acked=[150, 151])) == []
+    assert watch.stuck_partitions(BookkeepingConsumer(committed=150, acked=[150, 151])) == []
+    assert watch.stuck_partitions(BookkeepingConsumer(committed=150, acked=[])) == []
