@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import faust
@@ -34,6 +34,7 @@ from stream_processors.codec import (
 )
 from stream_processors.core.aggregate import UsageAggregator
 from stream_processors.detectors import default_detectors
+from stream_processors.faust_commit import CommitHoleWatch, use_deduplicating_ack_consumer
 from stream_processors.outputs import BatchPublisher, OutputRecord
 from stream_processors.sinks.clickhouse import ClickHouseSink
 from stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
@@ -64,6 +65,8 @@ class WorkerCounters:
     late: int = 0
     dead_lettered: int = 0
     forgotten_event_ids: int = 0
+    reread_holes: int = 0
+    """Times a partition was re-read because its commit was stuck behind undelivered offsets."""
     lag_s: float = 0.0
     """Wall clock minus the newest event time of the last batch, once its outputs were delivered."""
     by_reason: dict[str, int] = field(default_factory=dict)
@@ -139,6 +142,7 @@ def build_worker_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    use_deduplicating_ack_consumer(app)
     usage = app.topic(Topics.USAGE.value, key_type=bytes, value_type=bytes, partitions=partitions)
     last_used_name, signals_name = Topics.LAST_USED.value, Topics.SIGNALS.value
     publisher = BatchPublisher(settings.kafka_bootstrap)
@@ -199,8 +203,20 @@ def build_worker_app(settings: Settings) -> faust.App:
             if result.forgotten_event_ids:
                 counters.forgotten_event_ids += result.forgotten_event_ids
                 log.warning("dedupe memory bound reached: forgot %d event ids of hot keys' oldest open minutes "
-                            "(a re-delivery of those events would count again)", result.forgotten_event_ids)
+                            "(a re-delivery of those events is recognised by its Kafka offset only)", result.forgotten_event_ids)
             counters.log_progress()
+
+    hole_watch = CommitHoleWatch(Topics.USAGE.value)
+
+    @app.timer(10.0)
+    async def reread_commit_holes() -> None:
+        """Re-read a partition whose commit is stuck behind messages this worker never got."""
+        for tp, committed, first_acked in hole_watch.stuck_partitions(app.consumer):
+            counters.reread_holes += 1
+            log.warning("%s[%d]: offsets %d-%d never reached the worker and hold its commit back; "
+                        "re-reading from %d (what was already counted is recognised and skipped)",
+                        tp.topic, tp.partition, committed, first_acked - 1, committed)
+            await app.consumer.seek(tp, committed)
 
     keys_topic = app.topic(Topics.KEYS.value, key_type=bytes, value_type=bytes, partitions=partitions)
     audit_trail = ClickHouseLifecycleSink(backend)
