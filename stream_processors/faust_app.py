@@ -34,7 +34,11 @@ from stream_processors.codec import (
 )
 from stream_processors.core.aggregate import UsageAggregator
 from stream_processors.detectors import default_detectors
-from stream_processors.faust_commit import CommitHoleWatch, use_deduplicating_ack_consumer
+from stream_processors.faust_commit import (
+    CommitHoleWatch,
+    offsets_holding_messages,
+    use_deduplicating_ack_consumer,
+)
 from stream_processors.outputs import BatchPublisher, OutputRecord
 from stream_processors.sinks.clickhouse import ClickHouseSink
 from stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
@@ -209,14 +213,24 @@ def build_worker_app(settings: Settings) -> faust.App:
     hole_watch = CommitHoleWatch(Topics.USAGE.value)
 
     @app.timer(10.0)
-    async def reread_commit_holes() -> None:
-        """Re-read a partition whose commit is stuck behind messages this worker never got."""
+    async def resolve_commit_holes() -> None:
+        """A partition's commit stuck behind offsets this worker never got: re-read or skip them."""
         for tp, committed, first_acked in hole_watch.stuck_partitions(app.consumer):
-            counters.reread_holes += 1
-            log.warning("%s[%d]: offsets %d-%d never reached the worker and hold its commit back; "
-                        "re-reading from %d (what was already counted is recognised and skipped)",
-                        tp.topic, tp.partition, committed, first_acked - 1, committed)
-            await app.consumer.seek(tp, committed)
+            held = await asyncio.get_running_loop().run_in_executor(
+                None, offsets_holding_messages, settings.kafka_bootstrap, tp.topic, tp.partition, committed, first_acked)
+            if held is None:
+                log.warning("%s[%d]: commit held at %d; could not read offsets %d-%d from the broker, will retry",
+                            tp.topic, tp.partition, committed, committed, first_acked - 1)
+            elif not held:
+                log.info("%s[%d]: offsets %d-%d hold no messages (transaction markers or compacted); "
+                         "committing past them", tp.topic, tp.partition, committed, first_acked - 1)
+                app.consumer._gap[tp].addi(committed, first_acked)
+            else:
+                counters.reread_holes += 1
+                log.warning("%s[%d]: %d message(s) at offsets %d-%d never reached the worker and hold its "
+                            "commit back; re-reading from %d (what was already counted is recognised and skipped)",
+                            tp.topic, tp.partition, len(held), committed, first_acked - 1, committed)
+                await app.consumer.seek(tp, committed)
 
     keys_topic = app.topic(Topics.KEYS.value, key_type=bytes, value_type=bytes, partitions=partitions)
     audit_trail = ClickHouseLifecycleSink(backend)

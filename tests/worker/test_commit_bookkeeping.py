@@ -42,6 +42,28 @@ def test_deduplicating_consumer_commits_everything_acknowledged():
     assert consumer._acked[USAGE_0] == []
 
 
+def test_faust_itself_commits_past_a_one_offset_hole_at_the_head():
+    """The losing defect, on Faust's own consumer: offset 100 (the next to read) was never
+    acknowledged, yet Faust commits through it, and the event is gone for good."""
+    consumer = bookkeeping_only(FaustConsumer, list(range(101, 200)), committed=100)
+    assert consumer._new_offset(USAGE_0) == 200
+
+
+def test_a_hole_at_the_head_holds_the_commit():
+    consumer = bookkeeping_only(DeduplicatingAckConsumer, list(range(101, 200)), committed=100)
+    assert consumer._new_offset(USAGE_0) is None
+    assert consumer._acked[USAGE_0] == list(range(101, 200)), "kept for when the hole fills"
+    consumer._acked[USAGE_0].append(100)
+    assert consumer._new_offset(USAGE_0) == 200
+
+
+def test_offsets_known_to_hold_no_message_are_committed_past():
+    consumer = bookkeeping_only(DeduplicatingAckConsumer, list(range(105, 111)), committed=100)
+    consumer._gap[USAGE_0].addi(100, 105)  # what the hole watch records for transaction markers
+    assert consumer._new_offset(USAGE_0) == 111
+    assert not consumer._gap[USAGE_0]
+
+
 def test_a_hole_still_stops_the_commit_at_the_hole():
     """An offset never acknowledged (still being processed) must not be committed past."""
     acked = [o for o in range(100, 200) if o != 150] + list(range(120, 140))
