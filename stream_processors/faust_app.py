@@ -210,7 +210,7 @@ def build_worker_app(settings: Settings) -> faust.App:
                             "(a re-delivery of those events is recognised by its Kafka offset only)", result.forgotten_event_ids)
             counters.log_progress()
 
-    hole_watch = CommitHoleWatch(Topics.USAGE.value)
+    hole_watch = CommitHoleWatch({Topics.USAGE.value, Topics.KEYS.value})
 
     @app.timer(10.0)
     async def resolve_commit_holes() -> None:

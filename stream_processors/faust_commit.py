@@ -85,13 +85,15 @@ class CommitHoleWatch:
     fetch and the stream (seen around Faust's recovery hand-off), its offset is never
     acknowledged and the partition's commit stops there for good while later messages keep
     being processed. A hole that stays put for `patience` consecutive checks, with no message
-    of it still in flight, is reported with the offset to re-read from (the committed one).
-    Re-reading is safe: the core recognises what it already counted (event ids, Kafka offsets)
-    and counts what it never saw.
+    of it still in flight, is reported as (partition, committed offset, first acknowledged one).
+    The worker then asks the broker what the hole holds (`offsets_holding_messages`): messages
+    are re-read from the committed offset, which is safe because the core recognises what it
+    already counted (event ids, Kafka offsets) and counts what it never saw; offsets without a
+    message are recorded as a gap for the commit to pass.
     """
 
-    def __init__(self, topic: str, patience: int = 3) -> None:
-        self.topic = topic
+    def __init__(self, topics: str | set[str], patience: int = 3) -> None:
+        self.topics = {topics} if isinstance(topics, str) else set(topics)
         self.patience = patience
         self._seen: dict[TP, tuple[int, int, int]] = {}  # tp -> (committed, first acked, times seen)
 
@@ -99,11 +101,11 @@ class CommitHoleWatch:
         """(partition, committed offset, first acknowledged offset) of each hole to re-read now."""
         in_flight: dict[TP, int] = {}
         for message in list(consumer._unacked_messages):
-            if message.tp.topic == self.topic and not message.acked:
+            if message.tp.topic in self.topics and not message.acked:
                 in_flight[message.tp] = min(in_flight.get(message.tp, message.offset), message.offset)
         stuck = []
         for tp in consumer.assignment():
-            if tp.topic != self.topic:
+            if tp.topic not in self.topics:
                 continue
             committed = consumer._committed_offset.get(tp)
             acked = consumer._acked.get(tp)
