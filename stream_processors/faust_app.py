@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import faust
+from faust.types import TP
 from pydantic import ValidationError
 
 from console.settings import Settings
@@ -36,6 +37,7 @@ from stream_processors.core.aggregate import UsageAggregator
 from stream_processors.detectors import default_detectors
 from stream_processors.faust_commit import (
     CommitHoleWatch,
+    DeliveryGapGuard,
     offsets_holding_messages,
     use_deduplicating_ack_consumer,
 )
@@ -162,6 +164,14 @@ def build_worker_app(settings: Settings) -> faust.App:
     counters = WorkerCounters()
     app.keytrail_counters = counters  # type: ignore[attr-defined]
 
+    gap_guard = DeliveryGapGuard(
+        lambda partition, start, end: offsets_holding_messages(
+            settings.kafka_bootstrap, Topics.USAGE.value, partition, start, end))
+    guard_generation = [app.consumer_generation_id]
+
+    def committed_offset(partition: int) -> int | None:
+        return app.consumer._committed_offset.get(TP(Topics.USAGE.value, partition))
+
     @app.agent(usage, name="usage-aggregator", concurrency=1)
     async def aggregate_usage(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
@@ -170,7 +180,16 @@ def build_worker_app(settings: Settings) -> faust.App:
             events = []
             positions: list[tuple[int, int]] = []
             outputs: list[OutputRecord] = []
-            for record in batch:
+            if app.consumer_generation_id != guard_generation[0]:
+                guard_generation[0] = app.consumer_generation_id
+                gap_guard.reset()
+            keep, reread = await loop.run_in_executor(
+                None, gap_guard.screen, [(r.message.partition, r.message.offset) for r in batch], committed_offset)
+            for record, wanted in zip(batch, keep, strict=True):
+                if not wanted:
+                    # Never acknowledged, so the commit cannot pass it; it comes again with the re-read.
+                    record.message.acked = True
+                    continue
                 payload = record.value
                 try:
                     events.append(decode_usage_event(payload))
@@ -208,6 +227,10 @@ def build_worker_app(settings: Settings) -> faust.App:
                 counters.forgotten_event_ids += result.forgotten_event_ids
                 log.warning("dedupe memory bound reached: forgot %d event ids of hot keys' oldest open minutes "
                             "(a re-delivery of those events is recognised by its Kafka offset only)", result.forgotten_event_ids)
+            for partition, offset in reread.items():
+                log.warning("%s[%d]: the consumer skipped offsets from %d that hold messages; holding later ones "
+                            "back and re-reading from %d", Topics.USAGE.value, partition, offset, offset)
+                await app.consumer.seek(TP(Topics.USAGE.value, partition), offset)
             counters.log_progress()
 
     hole_watch = CommitHoleWatch({Topics.USAGE.value, Topics.KEYS.value})

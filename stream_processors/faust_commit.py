@@ -31,6 +31,7 @@ markers, compacted records) are skipped.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
@@ -135,6 +136,7 @@ def offsets_holding_messages(bootstrap: str, topic: str, partition: int, start: 
     """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "keytrail-hole-probe",
                          "enable.auto.commit": False, "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest",
                          "isolation.level": "read_uncommitted"})
     found: set[int] = set()
     try:
@@ -155,3 +157,68 @@ def offsets_holding_messages(bootstrap: str, topic: str, partition: int, start: 
     finally:
         consumer.close()
 
+
+
+class DeliveryGapGuard:
+    """Keeps the worker from processing a partition past offsets it was never given.
+
+    Faust can hand the stream a partition's messages starting after its committed offset (around
+    its recovery hand-off it skips a first fetch without acknowledging it). Processing the later
+    messages first would close their minutes before the skipped ones arrive, and those would then
+    be too late to count. So, per partition, the guard tracks the next offset this worker should
+    see (from the committed offset, then each processed one). A message beyond it is held back
+    (never acknowledged, so the commit cannot pass it) when the broker says the missing offsets
+    hold messages; the partition is then re-read from the first missing offset, and processing
+    resumes in order when that offset arrives. Offsets without a message (transaction markers,
+    compaction) are simply passed. Re-delivered older messages always go through: the core
+    recognises what it already counted.
+    """
+
+    def __init__(self, probe: Callable[[int, int, int], set[int] | None]) -> None:
+        self.probe = probe
+        """probe(partition, start, end): offsets in [start, end) holding a message, None if unknown."""
+        self.next_offset: dict[int, int] = {}
+        self.waiting_from: dict[int, int] = {}
+        self.held_back = 0
+
+    def reset(self) -> None:
+        """Forget positions (after a rebalance the committed offsets are read again)."""
+        self.next_offset.clear()
+        self.waiting_from.clear()
+
+    def screen(self, positions: Sequence[tuple[int, int]],
+               committed: Callable[[int], int | None]) -> tuple[list[bool], dict[int, int]]:
+        """For (partition, offset) pairs in delivery order: which to process, and where to re-read."""
+        keep: list[bool] = []
+        reread: dict[int, int] = {}
+        for partition, offset in positions:
+            waiting = self.waiting_from.get(partition)
+            if waiting is not None:
+                if offset == waiting:
+                    del self.waiting_from[partition]
+                    self.next_offset[partition] = offset + 1
+                elif offset > waiting:
+                    keep.append(False)
+                    self.held_back += 1
+                    continue
+                keep.append(True)
+                continue
+            expected = self.next_offset.get(partition)
+            if expected is None:
+                expected = committed(partition)
+            if expected is None or offset <= expected:
+                keep.append(True)
+                if expected is None or offset == expected:
+                    self.next_offset[partition] = offset + 1
+                continue
+            held = self.probe(partition, expected, offset)
+            if held is not None and not held:
+                keep.append(True)  # nothing but markers in between
+                self.next_offset[partition] = offset + 1
+                continue
+            first_missing = min(held) if held else expected  # markers or retention may come first
+            self.waiting_from[partition] = first_missing
+            reread[partition] = first_missing
+            keep.append(False)
+            self.held_back += 1
+        return keep, reread

@@ -10,7 +10,12 @@ from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from stream_processors.faust_commit import CommitHoleWatch, DeduplicatingAckConsumer, normalize_acked_offsets
+from stream_processors.faust_commit import (
+    CommitHoleWatch,
+    DeduplicatingAckConsumer,
+    DeliveryGapGuard,
+    normalize_acked_offsets,
+)
 
 USAGE_0 = TP("keytrail.usage.v1", 0)
 
@@ -130,3 +135,77 @@ def test_a_commit_that_moves_is_not_stuck():
     assert watch.stuck_partitions(BookkeepingConsumer(committed=120, acked=[150, 151])) == []
     assert watch.stuck_partitions(BookkeepingConsumer(committed=150, acked=[150, 151])) == []
     assert watch.stuck_partitions(BookkeepingConsumer(committed=150, acked=[])) == []
+
+
+class RecordingProbe:
+    """The broker's answer for which offsets hold a message, from a fixed set of marker offsets."""
+
+    def __init__(self, markers: set[int] = frozenset(), answer_none: bool = False) -> None:
+        self.markers, self.answer_none, self.calls = markers, answer_none, []
+
+    def __call__(self, partition: int, start: int, end: int) -> set[int] | None:
+        self.calls.append((partition, start, end))
+        return None if self.answer_none else {o for o in range(start, end) if o not in self.markers}
+
+
+def committed_at(offsets: dict[int, int]):
+    return lambda partition: offsets.get(partition)
+
+
+def test_in_order_delivery_from_the_committed_offset_passes_without_asking_the_broker():
+    probe = RecordingProbe()
+    guard = DeliveryGapGuard(probe)
+    keep, reread = guard.screen([(0, 100), (1, 7), (0, 101), (1, 8)], committed_at({0: 100, 1: 7}))
+    assert keep == [True, True, True, True] and reread == {} and probe.calls == []
+
+
+def test_a_skipped_first_fetch_holds_the_partition_back_until_the_re_read_arrives():
+    """What Faust did in the crash test: the stream got 17775 first, though 17460 was next."""
+    guard = DeliveryGapGuard(RecordingProbe())
+    committed = committed_at({2: 17460, 0: 500})
+    keep, reread = guard.screen([(2, 17775), (0, 500), (2, 17776)], committed)
+    assert keep == [False, True, False]
+    assert reread == {2: 17460}
+    keep, reread = guard.screen([(2, 17777)], committed)  # still the old fetch: held too
+    assert keep == [False] and reread == {}
+    keep, reread = guard.screen([(2, o) for o in range(17460, 17778)], committed)  # the re-read, in order
+    assert all(keep) and reread == {}
+    assert guard.held_back == 3
+    keep, reread = guard.screen([(2, 17779)], committed)
+    assert keep == [False] and reread == {2: 17778}, "a gap after the re-read is caught again"
+
+
+def test_offsets_without_messages_are_passed():
+    probe = RecordingProbe(markers={10, 11})
+    guard = DeliveryGapGuard(probe)
+    keep, reread = guard.screen([(0, 12)], committed_at({0: 10}))
+    assert keep == [True] and reread == {} and probe.calls == [(0, 10, 12)]
+
+
+def test_the_re_read_starts_at_the_first_offset_that_holds_a_message():
+    guard = DeliveryGapGuard(RecordingProbe(markers={10}))
+    keep, reread = guard.screen([(0, 15)], committed_at({0: 10}))
+    assert keep == [False] and reread == {0: 11}
+
+
+def test_an_unanswered_probe_holds_back_rather_than_guess():
+    guard = DeliveryGapGuard(RecordingProbe(answer_none=True))
+    keep, reread = guard.screen([(0, 15)], committed_at({0: 10}))
+    assert keep == [False] and reread == {0: 10}
+
+
+def test_re_deliveries_of_older_offsets_always_pass():
+    guard = DeliveryGapGuard(RecordingProbe())
+    committed = committed_at({0: 100})
+    guard.screen([(0, 100), (0, 101), (0, 102)], committed)
+    keep, _ = guard.screen([(0, 100), (0, 101), (0, 102), (0, 103)], committed)
+    assert keep == [True, True, True, True]
+
+
+def test_without_a_committed_offset_the_first_delivery_sets_the_position():
+    guard = DeliveryGapGuard(RecordingProbe())
+    keep, reread = guard.screen([(3, 42), (3, 43)], committed_at({}))
+    assert keep == [True, True] and reread == {}
+    guard.reset()
+    keep, _ = guard.screen([(3, 44)], committed_at({3: 44}))
+    assert keep == [True]
