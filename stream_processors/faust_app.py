@@ -230,8 +230,17 @@ def build_worker_app(settings: Settings) -> faust.App:
             for partition, offset in reread.items():
                 log.warning("%s[%d]: the consumer skipped offsets from %d that hold messages; holding later ones "
                             "back and re-reading from %d", Topics.USAGE.value, partition, offset, offset)
-                await app.consumer.seek(TP(Topics.USAGE.value, partition), offset)
+            if reread:
+                await app.consumer.seek_wait({TP(Topics.USAGE.value, p): o for p, o in reread.items()})
             counters.log_progress()
+
+    @app.timer(1.0)
+    async def repeat_pending_rereads() -> None:
+        """Seek again where a re-read asked for by the gap guard has not arrived yet."""
+        due = gap_guard.due_rereads()
+        if due:
+            log.info("re-reading again from %s (the missing offsets have not arrived yet)", due)
+            await app.consumer.seek_wait({TP(Topics.USAGE.value, p): o for p, o in due.items()})
 
     hole_watch = CommitHoleWatch({Topics.USAGE.value, Topics.KEYS.value})
 
@@ -253,7 +262,7 @@ def build_worker_app(settings: Settings) -> faust.App:
                 log.warning("%s[%d]: %d message(s) at offsets %d-%d never reached the worker and hold its "
                             "commit back; re-reading from %d (what was already counted is recognised and skipped)",
                             tp.topic, tp.partition, len(held), committed, first_acked - 1, committed)
-                await app.consumer.seek(tp, committed)
+                await app.consumer.seek_wait({tp: committed})
 
     keys_topic = app.topic(Topics.KEYS.value, key_type=bytes, value_type=bytes, partitions=partitions)
     audit_trail = ClickHouseLifecycleSink(backend)

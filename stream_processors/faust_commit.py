@@ -174,17 +174,35 @@ class DeliveryGapGuard:
     recognises what it already counted.
     """
 
-    def __init__(self, probe: Callable[[int, int, int], set[int] | None]) -> None:
+    def __init__(self, probe: Callable[[int, int, int], set[int] | None], retry_s: float = 2.0) -> None:
         self.probe = probe
         """probe(partition, start, end): offsets in [start, end) holding a message, None if unknown."""
         self.next_offset: dict[int, int] = {}
         self.waiting_from: dict[int, int] = {}
         self.held_back = 0
+        self.retry_s = retry_s
+        self._requested_at: dict[int, float] = {}
 
     def reset(self) -> None:
         """Forget positions (after a rebalance the committed offsets are read again)."""
         self.next_offset.clear()
         self.waiting_from.clear()
+        self._requested_at.clear()
+
+    def due_rereads(self, now: float | None = None) -> dict[int, int]:
+        """Partitions still waiting for their re-read after `retry_s`: seek them again.
+
+        A seek can be undone by the consumer itself (messages it had already fetched move its
+        read position past the sought offset and the re-fetched ones are dropped), so the
+        request is repeated until the missing offset arrives.
+        """
+        now = time.monotonic() if now is None else now
+        due = {}
+        for partition, offset in self.waiting_from.items():
+            if now - self._requested_at.get(partition, 0.0) >= self.retry_s:
+                self._requested_at[partition] = now
+                due[partition] = offset
+        return due
 
     def screen(self, positions: Sequence[tuple[int, int]],
                committed: Callable[[int], int | None]) -> tuple[list[bool], dict[int, int]]:
@@ -196,6 +214,7 @@ class DeliveryGapGuard:
             if waiting is not None:
                 if offset == waiting:
                     del self.waiting_from[partition]
+                    self._requested_at.pop(partition, None)
                     self.next_offset[partition] = offset + 1
                 elif offset > waiting:
                     keep.append(False)
@@ -218,6 +237,7 @@ class DeliveryGapGuard:
                 continue
             first_missing = min(held) if held else expected  # markers or retention may come first
             self.waiting_from[partition] = first_missing
+            self._requested_at[partition] = time.monotonic()
             reread[partition] = first_missing
             keep.append(False)
             self.held_back += 1

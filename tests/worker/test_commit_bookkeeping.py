@@ -3,6 +3,7 @@ delivered (and acknowledged) a range of offsets twice."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import pytest
@@ -209,3 +210,15 @@ def test_without_a_committed_offset_the_first_delivery_sets_the_position():
     guard.reset()
     keep, _ = guard.screen([(3, 44)], committed_at({3: 44}))
     assert keep == [True]
+
+
+def test_a_re_read_that_does_not_arrive_is_asked_for_again():
+    guard = DeliveryGapGuard(RecordingProbe(), retry_s=2.0)
+    _keep, reread = guard.screen([(1, 50)], committed_at({1: 40}))
+    assert reread == {1: 40}
+    now = time.monotonic()
+    assert guard.due_rereads(now) == {}
+    assert guard.due_rereads(now + 2.5) == {1: 40}
+    assert guard.due_rereads(now + 3.0) == {}, "not again before another retry_s"
+    guard.screen([(1, o) for o in range(40, 51)], committed_at({1: 40}))
+    assert guard.due_rereads(now + 10) == {}, "arrived: nothing more to ask"
