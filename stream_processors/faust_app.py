@@ -39,6 +39,7 @@ from stream_processors.faust_commit import (
     CommitHoleWatch,
     DeliveryGapGuard,
     offsets_holding_messages,
+    read_offset_range,
     use_deduplicating_ack_consumer,
 )
 from stream_processors.outputs import BatchPublisher, OutputRecord
@@ -165,7 +166,7 @@ def build_worker_app(settings: Settings) -> faust.App:
     app.keytrail_counters = counters  # type: ignore[attr-defined]
 
     gap_guard = DeliveryGapGuard(
-        lambda partition, start, end: offsets_holding_messages(
+        lambda partition, start, end: read_offset_range(
             settings.kafka_bootstrap, Topics.USAGE.value, partition, start, end))
     guard_generation = [app.consumer_generation_id]
 
@@ -183,17 +184,18 @@ def build_worker_app(settings: Settings) -> faust.App:
             if app.consumer_generation_id != guard_generation[0]:
                 guard_generation[0] = app.consumer_generation_id
                 gap_guard.reset()
-            keep, reread = await loop.run_in_executor(
+            fills, filled_ranges = await loop.run_in_executor(
                 None, gap_guard.screen, [(r.message.partition, r.message.offset) for r in batch], committed_offset)
-            for record, wanted in zip(batch, keep, strict=True):
-                if not wanted:
-                    # Never acknowledged, so the commit cannot pass it; it comes again with the re-read.
-                    record.message.acked = True
-                    continue
-                payload = record.value
+            items: list[tuple[bytes, int, int]] = []
+            for index, record in enumerate(batch):
+                message = record.message
+                if index in fills:
+                    items.extend((value, message.partition, offset) for offset, value in fills[index])
+                items.append((record.value, message.partition, message.offset))
+            for payload, partition, offset in items:
                 try:
                     events.append(decode_usage_event(payload))
-                    positions.append((record.message.partition, record.message.offset))
+                    positions.append((partition, offset))
                 except InvalidEvent as invalid:
                     counters.dead_lettered += 1
                     counters.by_reason[invalid.code] = counters.by_reason.get(invalid.code, 0) + 1
@@ -227,20 +229,14 @@ def build_worker_app(settings: Settings) -> faust.App:
                 counters.forgotten_event_ids += result.forgotten_event_ids
                 log.warning("dedupe memory bound reached: forgot %d event ids of hot keys' oldest open minutes "
                             "(a re-delivery of those events is recognised by its Kafka offset only)", result.forgotten_event_ids)
-            for partition, offset in reread.items():
-                log.warning("%s[%d]: the consumer skipped offsets from %d that hold messages; holding later ones "
-                            "back and re-reading from %d", Topics.USAGE.value, partition, offset, offset)
-            if reread:
-                await app.consumer.seek_wait({TP(Topics.USAGE.value, p): o for p, o in reread.items()})
+            for partition, spans in filled_ranges.items():
+                # Processed above from the broker; no Faust message stands for them, so tell the commit.
+                gaps = app.consumer._gap[TP(Topics.USAGE.value, partition)]
+                for start, end in spans:
+                    gaps.addi(start, end)
+                    log.warning("%s[%d]: the stream skipped offsets %d-%d; read them from the broker and "
+                                "processed them in order", Topics.USAGE.value, partition, start, end - 1)
             counters.log_progress()
-
-    @app.timer(1.0)
-    async def repeat_pending_rereads() -> None:
-        """Seek again where a re-read asked for by the gap guard has not arrived yet."""
-        due = gap_guard.due_rereads()
-        if due:
-            log.info("re-reading again from %s (the missing offsets have not arrived yet)", due)
-            await app.consumer.seek_wait({TP(Topics.USAGE.value, p): o for p, o in due.items()})
 
     hole_watch = CommitHoleWatch({Topics.USAGE.value, Topics.KEYS.value})
 

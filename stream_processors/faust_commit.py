@@ -127,18 +127,17 @@ class CommitHoleWatch:
         return stuck
 
 
-def offsets_holding_messages(bootstrap: str, topic: str, partition: int, start: int, end: int,
-                             timeout_s: float = 10.0) -> set[int] | None:
-    """Which offsets in [start, end) of a partition hold a message, read straight from the broker.
+def read_offset_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
+                      timeout_s: float = 30.0) -> list[tuple[int, bytes]] | None:
+    """The (offset, value) of every message in [start, end) of a partition, straight from the broker.
 
-    Offsets without one are transaction markers or compacted away: nothing to process there.
-    None if the broker could not be read in time (then nothing should be concluded).
+    Offsets without a message (transaction markers, compacted records) are simply absent.
+    None if the range could not be read in time.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "keytrail-hole-probe",
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "keytrail-gap-reader",
                          "enable.auto.commit": False, "enable.partition.eof": True,
-                         "auto.offset.reset": "earliest",
-                         "isolation.level": "read_uncommitted"})
-    found: set[int] = set()
+                         "auto.offset.reset": "earliest", "isolation.level": "read_uncommitted"})
+    found: list[tuple[int, bytes]] = []
     try:
         consumer.assign([TopicPartition(topic, partition, start)])
         deadline = time.monotonic() + timeout_s
@@ -152,93 +151,66 @@ def offsets_holding_messages(bootstrap: str, topic: str, partition: int, start: 
                 continue
             if message.offset() >= end:
                 return found
-            found.add(message.offset())
+            if message.offset() >= start:
+                found.append((message.offset(), message.value() or b""))
         return None
     finally:
         consumer.close()
 
 
+def offsets_holding_messages(bootstrap: str, topic: str, partition: int, start: int, end: int,
+                             timeout_s: float = 10.0) -> set[int] | None:
+    """Which offsets in [start, end) of a partition hold a message (None if it could not be read)."""
+    messages = read_offset_range(bootstrap, topic, partition, start, end, timeout_s)
+    return None if messages is None else {offset for offset, _ in messages}
+
 
 class DeliveryGapGuard:
-    """Keeps the worker from processing a partition past offsets it was never given.
+    """Fills the offsets the stream skipped, so the worker processes every partition in order.
 
-    Faust can hand the stream a partition's messages starting after its committed offset (around
-    its recovery hand-off it skips a first fetch without acknowledging it). Processing the later
-    messages first would close their minutes before the skipped ones arrive, and those would then
-    be too late to count. So, per partition, the guard tracks the next offset this worker should
-    see (from the committed offset, then each processed one). A message beyond it is held back
-    (never acknowledged, so the commit cannot pass it) when the broker says the missing offsets
-    hold messages; the partition is then re-read from the first missing offset, and processing
-    resumes in order when that offset arrives. Offsets without a message (transaction markers,
-    compaction) are simply passed. Re-delivered older messages always go through: the core
-    recognises what it already counted.
+    Faust can hand the stream a partition's messages with a run of offsets missing (around its
+    recovery hand-off it drops a fetch without acknowledging it; the crash test saw 10 to 315
+    per partition). Processing the later messages first would close their minutes before the
+    missing ones came back, and those would then be too late to count. So, per partition, the
+    guard tracks the next offset this worker should see (from the committed offset, then each
+    processed one); on a jump it reads the missing offsets straight from the broker and puts
+    those messages in front of the one that jumped. Once the batch is done, the filled offsets
+    are handed to Faust's commit as a gap (they have no Faust message to acknowledge).
+    Re-delivered older messages always pass: the core recognises what it already counted.
     """
 
-    def __init__(self, probe: Callable[[int, int, int], set[int] | None], retry_s: float = 2.0) -> None:
-        self.probe = probe
-        """probe(partition, start, end): offsets in [start, end) holding a message, None if unknown."""
+    def __init__(self, read: Callable[[int, int, int], list[tuple[int, bytes]] | None]) -> None:
+        self.read = read
+        """read(partition, start, end): the (offset, value) of each message in [start, end), None if unknown."""
         self.next_offset: dict[int, int] = {}
-        self.waiting_from: dict[int, int] = {}
-        self.held_back = 0
-        self.retry_s = retry_s
-        self._requested_at: dict[int, float] = {}
+        self.filled = 0
 
     def reset(self) -> None:
         """Forget positions (after a rebalance the committed offsets are read again)."""
         self.next_offset.clear()
-        self.waiting_from.clear()
-        self._requested_at.clear()
 
-    def due_rereads(self, now: float | None = None) -> dict[int, int]:
-        """Partitions still waiting for their re-read after `retry_s`: seek them again.
+    def screen(
+        self, positions: Sequence[tuple[int, int]], committed: Callable[[int], int | None]
+    ) -> tuple[dict[int, list[tuple[int, bytes]]], dict[int, list[tuple[int, int]]]]:
+        """For (partition, offset) pairs in delivery order, what to put in front of which.
 
-        A seek can be undone by the consumer itself (messages it had already fetched move its
-        read position past the sought offset and the re-fetched ones are dropped), so the
-        request is repeated until the missing offset arrives.
+        Returns ({index in `positions`: [(offset, value), ...] to process before it},
+        {partition: [(start, end), ...] ranges filled}). A range the broker could not be read
+        for is left alone (the commit then waits at it and `CommitHoleWatch` takes over).
         """
-        now = time.monotonic() if now is None else now
-        due = {}
-        for partition, offset in self.waiting_from.items():
-            if now - self._requested_at.get(partition, 0.0) >= self.retry_s:
-                self._requested_at[partition] = now
-                due[partition] = offset
-        return due
-
-    def screen(self, positions: Sequence[tuple[int, int]],
-               committed: Callable[[int], int | None]) -> tuple[list[bool], dict[int, int]]:
-        """For (partition, offset) pairs in delivery order: which to process, and where to re-read."""
-        keep: list[bool] = []
-        reread: dict[int, int] = {}
-        for partition, offset in positions:
-            waiting = self.waiting_from.get(partition)
-            if waiting is not None:
-                if offset == waiting:
-                    del self.waiting_from[partition]
-                    self._requested_at.pop(partition, None)
-                    self.next_offset[partition] = offset + 1
-                elif offset > waiting:
-                    keep.append(False)
-                    self.held_back += 1
-                    continue
-                keep.append(True)
-                continue
+        fills: dict[int, list[tuple[int, bytes]]] = {}
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        for index, (partition, offset) in enumerate(positions):
             expected = self.next_offset.get(partition)
             if expected is None:
                 expected = committed(partition)
-            if expected is None or offset <= expected:
-                keep.append(True)
-                if expected is None or offset == expected:
-                    self.next_offset[partition] = offset + 1
-                continue
-            held = self.probe(partition, expected, offset)
-            if held is not None and not held:
-                keep.append(True)  # nothing but markers in between
+            if expected is not None and offset > expected:
+                messages = self.read(partition, expected, offset)
+                if messages:
+                    fills[index] = messages
+                    self.filled += len(messages)
+                if messages is not None:
+                    ranges.setdefault(partition, []).append((expected, offset))
+            if expected is None or offset >= expected:
                 self.next_offset[partition] = offset + 1
-                continue
-            first_missing = min(held) if held else expected  # markers or retention may come first
-            self.waiting_from[partition] = first_missing
-            self._requested_at[partition] = time.monotonic()
-            reread[partition] = first_missing
-            keep.append(False)
-            self.held_back += 1
-        return keep, reread
+        return fills, ranges

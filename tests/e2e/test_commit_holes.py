@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stream_processors.faust_commit import offsets_holding_messages
+from stream_processors.faust_commit import offsets_holding_messages, read_offset_range
 from tests.e2e.pipeline_processes import wait_until
 from tests.producers.conftest import create_topic
 
@@ -39,3 +39,5 @@ def test_real_messages_are_found_and_transaction_markers_are_not(kafka_bootstrap
     assert offsets_holding_messages(kafka_bootstrap, topic, 0, 0, 7) == {0, 1, 2, 3, 4, 6}
     assert offsets_holding_messages(kafka_bootstrap, topic, 0, 5, 6) == set(), "the marker holds no message"
     assert offsets_holding_messages(kafka_bootstrap, topic, 0, 2, 4) == {2, 3}
+    assert read_offset_range(kafka_bootstrap, topic, 0, 2, 7) == [(2, b"plain-2"), (3, b"tx-0"), (4, b"tx-1"),
+                                                                 (6, b"after")]

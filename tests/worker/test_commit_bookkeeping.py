@@ -3,7 +3,6 @@ delivered (and acknowledged) a range of offsets twice."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 import pytest
@@ -138,87 +137,87 @@ def test_a_commit_that_moves_is_not_stuck():
     assert watch.stuck_partitions(BookkeepingConsumer(committed=150, acked=[])) == []
 
 
-class RecordingProbe:
-    """The broker's answer for which offsets hold a message, from a fixed set of marker offsets."""
+class FakeBroker:
+    """What reading [start, end) of a partition returns: every offset but the markers."""
 
-    def __init__(self, markers: set[int] = frozenset(), answer_none: bool = False) -> None:
-        self.markers, self.answer_none, self.calls = markers, answer_none, []
+    def __init__(self, markers: set[int] = frozenset(), unreachable: bool = False) -> None:
+        self.markers, self.unreachable, self.calls = markers, unreachable, []
 
-    def __call__(self, partition: int, start: int, end: int) -> set[int] | None:
+    def __call__(self, partition: int, start: int, end: int) -> list[tuple[int, bytes]] | None:
         self.calls.append((partition, start, end))
-        return None if self.answer_none else {o for o in range(start, end) if o not in self.markers}
+        if self.unreachable:
+            return None
+        return [(o, f"p{partition}-{o}".encode()) for o in range(start, end) if o not in self.markers]
 
 
 def committed_at(offsets: dict[int, int]):
     return lambda partition: offsets.get(partition)
 
 
-def test_in_order_delivery_from_the_committed_offset_passes_without_asking_the_broker():
-    probe = RecordingProbe()
-    guard = DeliveryGapGuard(probe)
-    keep, reread = guard.screen([(0, 100), (1, 7), (0, 101), (1, 8)], committed_at({0: 100, 1: 7}))
-    assert keep == [True, True, True, True] and reread == {} and probe.calls == []
+def test_in_order_delivery_from_the_committed_offset_reads_nothing_extra():
+    broker = FakeBroker()
+    guard = DeliveryGapGuard(broker)
+    fills, ranges = guard.screen([(0, 100), (1, 7), (0, 101), (1, 8)], committed_at({0: 100, 1: 7}))
+    assert fills == {} and ranges == {} and broker.calls == []
 
 
-def test_a_skipped_first_fetch_holds_the_partition_back_until_the_re_read_arrives():
-    """What Faust did in the crash test: the stream got 17775 first, though 17460 was next."""
-    guard = DeliveryGapGuard(RecordingProbe())
-    committed = committed_at({2: 17460, 0: 500})
-    keep, reread = guard.screen([(2, 17775), (0, 500), (2, 17776)], committed)
-    assert keep == [False, True, False]
-    assert reread == {2: 17460}
-    keep, reread = guard.screen([(2, 17777)], committed)  # still the old fetch: held too
-    assert keep == [False] and reread == {}
-    keep, reread = guard.screen([(2, o) for o in range(17460, 17778)], committed)  # the re-read, in order
-    assert all(keep) and reread == {}
-    assert guard.held_back == 3
-    keep, reread = guard.screen([(2, 17779)], committed)
-    assert keep == [False] and reread == {2: 17778}, "a gap after the re-read is caught again"
+def test_offsets_the_stream_skipped_are_read_and_put_in_front_in_order():
+    """What Faust did in the crash test: after 17460-17471 the stream jumped to 17775."""
+    broker = FakeBroker()
+    guard = DeliveryGapGuard(broker)
+    delivered = [(2, o) for o in range(17460, 17472)] + [(0, 500), (2, 17775), (2, 17776)]
+    fills, ranges = guard.screen(delivered, committed_at({2: 17460, 0: 500}))
+    jump = delivered.index((2, 17775))
+    assert list(fills) == [jump]
+    assert [offset for offset, _ in fills[jump]] == list(range(17472, 17775))
+    assert fills[jump][0][1] == b"p2-17472"
+    assert ranges == {2: [(17472, 17775)]}
+    assert guard.filled == 303
+    fills, ranges = guard.screen([(2, 17777)], committed_at({2: 17460}))
+    assert fills == {} and ranges == {}, "in order again"
 
 
-def test_offsets_without_messages_are_passed():
-    probe = RecordingProbe(markers={10, 11})
-    guard = DeliveryGapGuard(probe)
-    keep, reread = guard.screen([(0, 12)], committed_at({0: 10}))
-    assert keep == [True] and reread == {} and probe.calls == [(0, 10, 12)]
+def test_a_first_delivery_past_the_committed_offset_is_filled_from_it():
+    guard = DeliveryGapGuard(FakeBroker())
+    fills, ranges = guard.screen([(3, 20)], committed_at({3: 15}))
+    assert [o for o, _ in fills[0]] == [15, 16, 17, 18, 19] and ranges == {3: [(15, 20)]}
 
 
-def test_the_re_read_starts_at_the_first_offset_that_holds_a_message():
-    guard = DeliveryGapGuard(RecordingProbe(markers={10}))
-    keep, reread = guard.screen([(0, 15)], committed_at({0: 10}))
-    assert keep == [False] and reread == {0: 11}
+def test_markers_in_a_gap_are_committed_past_without_messages():
+    guard = DeliveryGapGuard(FakeBroker(markers={10, 11}))
+    fills, ranges = guard.screen([(0, 12)], committed_at({0: 10}))
+    assert fills == {} and ranges == {0: [(10, 12)]}
 
 
-def test_an_unanswered_probe_holds_back_rather_than_guess():
-    guard = DeliveryGapGuard(RecordingProbe(answer_none=True))
-    keep, reread = guard.screen([(0, 15)], committed_at({0: 10}))
-    assert keep == [False] and reread == {0: 10}
+def test_an_unreadable_gap_is_left_to_the_commit_hole_watch():
+    guard = DeliveryGapGuard(FakeBroker(unreachable=True))
+    fills, ranges = guard.screen([(0, 15), (0, 16)], committed_at({0: 10}))
+    assert fills == {} and ranges == {}, "nothing claimed: the commit keeps waiting at 10"
 
 
-def test_re_deliveries_of_older_offsets_always_pass():
-    guard = DeliveryGapGuard(RecordingProbe())
+def test_re_deliveries_of_older_offsets_always_pass_without_reading():
+    broker = FakeBroker()
+    guard = DeliveryGapGuard(broker)
     committed = committed_at({0: 100})
     guard.screen([(0, 100), (0, 101), (0, 102)], committed)
-    keep, _ = guard.screen([(0, 100), (0, 101), (0, 102), (0, 103)], committed)
-    assert keep == [True, True, True, True]
+    fills, _ = guard.screen([(0, 100), (0, 101), (0, 102), (0, 103)], committed)
+    assert fills == {} and broker.calls == []
 
 
 def test_without_a_committed_offset_the_first_delivery_sets_the_position():
-    guard = DeliveryGapGuard(RecordingProbe())
-    keep, reread = guard.screen([(3, 42), (3, 43)], committed_at({}))
-    assert keep == [True, True] and reread == {}
+    guard = DeliveryGapGuard(FakeBroker())
+    fills, _ = guard.screen([(3, 42), (3, 43)], committed_at({}))
+    assert fills == {}
     guard.reset()
-    keep, _ = guard.screen([(3, 44)], committed_at({3: 44}))
-    assert keep == [True]
+    fills, _ = guard.screen([(3, 44)], committed_at({3: 44}))
+    assert fills == {}
 
 
-def test_a_re_read_that_does_not_arrive_is_asked_for_again():
-    guard = DeliveryGapGuard(RecordingProbe(), retry_s=2.0)
-    _keep, reread = guard.screen([(1, 50)], committed_at({1: 40}))
-    assert reread == {1: 40}
-    now = time.monotonic()
-    assert guard.due_rereads(now) == {}
-    assert guard.due_rereads(now + 2.5) == {1: 40}
-    assert guard.due_rereads(now + 3.0) == {}, "not again before another retry_s"
-    guard.screen([(1, o) for o in range(40, 51)], committed_at({1: 40}))
-    assert guard.due_rereads(now + 10) == {}, "arrived: nothing more to ask"
+def test_filled_ranges_let_the_commit_pass_them():
+    """The worker records a filled range as a gap once the batch is durable; the commit passes it."""
+    consumer = bookkeeping_only(DeduplicatingAckConsumer, list(range(17460, 17472)) + [17775, 17776], committed=17460)
+    assert consumer._new_offset(USAGE_0) == 17472, "held at the skipped offsets"
+    consumer._acked[USAGE_0] = [17775, 17776]
+    consumer._committed_offset[USAGE_0] = 17472
+    consumer._gap[USAGE_0].addi(17472, 17775)
+    assert consumer._new_offset(USAGE_0) == 17777
