@@ -2,12 +2,13 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY keytrail keytrail
 COPY schemas schemas
 COPY producers producers
 COPY stream_processors stream_processors
 COPY keystore keystore
 COPY console console
 COPY sql sql
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[all]'
 USER nobody
 ENTRYPOINT ["keytrail"]

@@ -29,8 +29,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check schemas producers stream_processors keystore console sql tests
-	$(BIN)/mypy schemas producers stream_processors keystore console sql
+	$(BIN)/ruff check keytrail schemas producers stream_processors keystore console sql tests
+	$(BIN)/mypy keytrail schemas producers stream_processors keystore console sql
 
 clean-data:
 	rm -rf .keytrail

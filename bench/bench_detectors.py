@@ -23,10 +23,10 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from schemas.usage import KeyUsageEvent, Outcome
-from stream_processors.core import UsageAggregator
-from stream_processors.detectors import default_detectors
-from stream_processors.state_stores import InMemoryStates
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
+from keytrail.stream_processors.core import UsageAggregator
+from keytrail.stream_processors.detectors import default_detectors
+from keytrail.stream_processors.state_stores import InMemoryStates
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 ROUTES = (("GET", "/v1/orders/{order_id}"), ("GET", "/v1/orders"), ("POST", "/v1/orders"),

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from console.embedded import EmbeddedPipeline  # noqa: E402
-from console.settings import Settings  # noqa: E402
-from producers.generator import UsageGenerator, wire_json_lines  # noqa: E402
-from stream_processors.codec import decode_usage_event  # noqa: E402
+from keytrail.console.embedded import EmbeddedPipeline  # noqa: E402
+from keytrail.producers.generator import UsageGenerator, wire_json_lines  # noqa: E402
+from keytrail.schemas.codec import decode_usage_event  # noqa: E402
+from keytrail.settings import Settings  # noqa: E402
 
 
 def main() -> None:

@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 from confluent_kafka import libversion  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from producers.encoding import UsageEncoder  # noqa: E402
-from producers.kafka_emitter import KafkaEmitter  # noqa: E402
+from keytrail.producers.encoding import UsageEncoder  # noqa: E402
+from keytrail.producers.kafka_emitter import KafkaEmitter  # noqa: E402
 
 KEYS = [f"key_bench{n:04d}" for n in range(500)]
 ROUTES = ["/v1/orders", "/v1/orders/{order_id}", "/v1/customers/{customer_id}", "/v1/invoices", "/v1/search"]
@@ -134,7 +134,7 @@ def main() -> None:
         # librdkafka's produce() alone, on pre-encoded bytes, with the emitter's producer settings.
         from confluent_kafka import Producer
 
-        from producers.kafka_emitter import producer_config
+        from keytrail.producers.kafka_emitter import producer_config
 
         raw = Producer({**producer_config(bootstrap), "on_delivery": lambda error, message: None})
         encoded = [encoder.encode(request_fields(n)) for n in range(options.events)]

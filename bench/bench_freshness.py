@@ -43,11 +43,11 @@ from confluent_kafka import Producer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from keystore.store import KeyStore  # noqa: E402
-from producers.kafka_emitter import producer_config  # noqa: E402
-from schemas.topics import Topics  # noqa: E402
-from stream_processors.codec import encode_usage_event  # noqa: E402
-from stream_processors.topics_admin import ensure_topics  # noqa: E402
+from keytrail.keystore.store import KeyStore  # noqa: E402
+from keytrail.producers.kafka_emitter import producer_config  # noqa: E402
+from keytrail.schemas.codec import encode_usage_event  # noqa: E402
+from keytrail.schemas.topics import Topics  # noqa: E402
+from keytrail.stream_processors.topics_admin import ensure_topics  # noqa: E402
 from tests.e2e.pipeline_processes import KeytrailProcess  # noqa: E402
 from tests.factories import usage_event  # noqa: E402
 from tests.infra.kafka import KafkaBroker  # noqa: E402
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def settings_line() -> str:
     """The worker's batch settings as the subprocess sees them (defaults or the environment)."""
-    from console.settings import Settings
+    from keytrail.settings import Settings
 
     settings = Settings()
     return f"{settings.worker_batch_size} / {settings.worker_batch_seconds} s"

@@ -36,12 +36,12 @@ sys.path.insert(0, str(REPO))
 from fastapi import FastAPI  # noqa: E402
 from flask import Flask, jsonify  # noqa: E402
 
-from keystore.store import KeyStore  # noqa: E402
-from producers.asgi import KeyTrailMiddleware  # noqa: E402
-from producers.emitter import EmitterCounters  # noqa: E402
-from producers.encoding import UsageEncoder  # noqa: E402
-from producers.verifiers import LocalKeyVerifier  # noqa: E402
-from producers.wsgi import protect_flask  # noqa: E402
+from keytrail.keystore.store import KeyStore  # noqa: E402
+from keytrail.producers.asgi import KeyTrailMiddleware  # noqa: E402
+from keytrail.producers.emitter import EmitterCounters  # noqa: E402
+from keytrail.producers.encoding import UsageEncoder  # noqa: E402
+from keytrail.producers.verifiers import LocalKeyVerifier  # noqa: E402
+from keytrail.producers.wsgi import protect_flask  # noqa: E402
 
 SECRET = b"bench-middleware-secret-0123456789"
 
@@ -212,7 +212,7 @@ def main() -> None:
     record, secret = store.create_key("bench", "proj_bench", scopes=["*"])
     broker = None
     if options.emitter == "kafka":
-        from producers.kafka_emitter import KafkaEmitter
+        from keytrail.producers.kafka_emitter import KafkaEmitter
 
         bootstrap = options.bootstrap
         if bootstrap is None:

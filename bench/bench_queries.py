@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_queries.py --events 10000000 --keys 1000 --days 30
 
-Data path: `producers.generator` events are turned into exactly the rows the ClickHouse sink
+Data path: `keytrail.producers.generator` events are turned into exactly the rows the ClickHouse sink
 writes (`usage_events` rows, `key_usage_minute` full-value rows re-sent with a higher revision
 after every worker batch of 5,000 events that touches the minute, `key_last_used` rows) and
 inserted with JSONEachRow, the sink's format, in blocks of `--insert-rows` events. The stream
@@ -34,14 +34,14 @@ from typing import Any
 
 import orjson
 
-from producers.generator import UsageGenerator, usage_event_row
-from schemas.usage import DENIAL_OUTCOMES
-from sql.backends import ChdbBackend
-from sql.migrate import migrate
-from sql.queries import run_query
-from sql.queries.rollups import ROLLUP_VIEWS, refresh_rollups
-from stream_processors.core.aggregate import MinuteUsage
-from stream_processors.sinks.clickhouse import minute_row
+from keytrail.producers.generator import UsageGenerator, usage_event_row
+from keytrail.schemas.usage import DENIAL_OUTCOMES
+from keytrail.sql.backends import ChdbBackend
+from keytrail.sql.migrate import migrate
+from keytrail.sql.queries import run_query
+from keytrail.sql.queries.rollups import ROLLUP_VIEWS, refresh_rollups
+from keytrail.stream_processors.core.aggregate import MinuteUsage
+from keytrail.stream_processors.sinks.clickhouse import minute_row
 
 OUTCOMES = ("ok", "denied", "invalid", "expired", "revoked", "disabled", "rate_limited", "error")
 DENIALS = frozenset(str(o) for o in DENIAL_OUTCOMES)

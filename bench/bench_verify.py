@@ -36,11 +36,11 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from keystore import KeyStore
-from keystore.hashing import KeyHasher
-from keystore.key_format import generate_key, parse_key
-from keystore.store import new_key_id
-from keystore.tables import api_keys
+from keytrail.keystore import KeyStore
+from keytrail.keystore.hashing import KeyHasher
+from keytrail.keystore.key_format import generate_key, parse_key
+from keytrail.keystore.store import new_key_id
+from keytrail.keystore.tables import api_keys
 
 SECRET = b"benchmark-hashing-secret-0123456789"
 VERIFIED_KEYS = 200

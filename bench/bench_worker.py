@@ -26,9 +26,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from schemas.topics import Topics  # noqa: E402
-from stream_processors.codec import encode_usage_event  # noqa: E402
-from stream_processors.topics_admin import ensure_topics  # noqa: E402
+from keytrail.schemas.codec import encode_usage_event  # noqa: E402
+from keytrail.schemas.topics import Topics  # noqa: E402
+from keytrail.stream_processors.topics_admin import ensure_topics  # noqa: E402
 from tests.factories import usage_event  # noqa: E402
 from tests.infra.kafka import KafkaBroker  # noqa: E402
 
@@ -128,7 +128,7 @@ def main() -> None:
         started = time.monotonic()
         load_events(broker.bootstrap, args.events, args.keys, args.span_seconds)
         print(f"loaded {args.events:,} events in {time.monotonic() - started:.1f} s", flush=True)
-        batched = run([sys.executable, "-m", "console.cli", "worker"], broker.bootstrap, args.events,
+        batched = run([sys.executable, "-m", "keytrail.console.cli", "worker"], broker.bootstrap, args.events,
                       "bench-batched", 900)
         noop = run([sys.executable, "bench/faust_noop_agent.py", "worker", "-l", "warn"], broker.bootstrap,
                    args.events, "bench-noop", 900)

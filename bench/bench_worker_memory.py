@@ -49,14 +49,14 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from console.settings import Settings  # noqa: E402
-from keystore.key_format import BASE62_ALPHABET  # noqa: E402
-from schemas.timestamps import format_utc_millis  # noqa: E402
-from schemas.usage_fast import FastUsageEvent  # noqa: E402
-from stream_processors.codec import decode_usage_event  # noqa: E402
-from stream_processors.core.aggregate import UsageAggregator  # noqa: E402
-from stream_processors.detectors import default_detectors  # noqa: E402
-from stream_processors.state_stores import DecodedStates, SerializedStateOverlay  # noqa: E402
+from keytrail.keystore.key_format import BASE62_ALPHABET  # noqa: E402
+from keytrail.schemas.codec import decode_usage_event  # noqa: E402
+from keytrail.schemas.timestamps import format_utc_millis  # noqa: E402
+from keytrail.schemas.usage_fast import FastUsageEvent  # noqa: E402
+from keytrail.settings import Settings  # noqa: E402
+from keytrail.stream_processors.core.aggregate import UsageAggregator  # noqa: E402
+from keytrail.stream_processors.detectors import default_detectors  # noqa: E402
+from keytrail.stream_processors.state_stores import DecodedStates, SerializedStateOverlay  # noqa: E402
 
 ROUTES = tuple(f"/v1/{name}" + ("/{id}" if i % 2 else "") for i, name in enumerate(
     ["orders", "orders", "customers", "customers", "invoices", "invoices", "payments", "payments", "refunds",

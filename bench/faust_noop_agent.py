@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import faust
 
-from console.settings import get_settings
-from schemas.topics import Topics
-from stream_processors.topics_admin import ensure_topics
+from keytrail.schemas.topics import Topics
+from keytrail.settings import get_settings
+from keytrail.stream_processors.topics_admin import ensure_topics
 
 settings = get_settings()
 ensure_topics(settings.kafka_bootstrap, settings.usage_partitions)

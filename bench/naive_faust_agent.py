@@ -11,16 +11,16 @@ import asyncio
 
 import faust
 
-from console.settings import get_settings
-from schemas.topics import Topics
-from sql.backends import open_clickhouse
-from sql.migrate import migrate
-from stream_processors.codec import InvalidEvent, decode_usage_event
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.detectors import default_detectors
-from stream_processors.sinks.clickhouse import ClickHouseSink
-from stream_processors.state_stores import SerializedStateOverlay
-from stream_processors.topics_admin import ensure_topics
+from keytrail.schemas.codec import InvalidEvent, decode_usage_event
+from keytrail.schemas.topics import Topics
+from keytrail.settings import get_settings
+from keytrail.sql.backends import open_clickhouse
+from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.detectors import default_detectors
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
+from keytrail.stream_processors.state_stores import SerializedStateOverlay
+from keytrail.stream_processors.topics_admin import ensure_topics
 
 settings = get_settings()
 ensure_topics(settings.kafka_bootstrap, settings.usage_partitions)

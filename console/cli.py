@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from console.settings import get_settings
+from keytrail.settings import get_settings
 
 app = typer.Typer(name="keytrail", help="KeyTrail: usage and audit trail for API keys.", no_args_is_help=True)
 schema_app = typer.Typer(help="The wire contracts.", no_args_is_help=True)
@@ -23,19 +23,19 @@ console = Console()
 
 SUB_APPS = {
     # command name: (module, Typer attribute)
-    "keys": ("console.cli_keys", "keys_app"),
-    "usage": ("console.cli_usage", "usage_app"),
-    "signals": ("console.cli_signals", "signals_app"),
-    "alerts": ("console.cli_alerts", "alerts_app"),
+    "keys": ("keytrail.console.cli_keys", "keys_app"),
+    "usage": ("keytrail.console.cli_usage", "usage_app"),
+    "signals": ("keytrail.console.cli_signals", "signals_app"),
+    "alerts": ("keytrail.console.cli_alerts", "alerts_app"),
 }
 """Sub-command groups that live in modules of their own."""
 
 TOP_LEVEL_COMMANDS = {
     # module: function names registered as top-level commands
-    "console.cli_ingest": ("produce", "ingest"),
-    "console.cli_generate": ("generate",),
-    "console.cli_replay": ("replay",),
-    "console.cli_serve": ("serve",),
+    "keytrail.console.cli_ingest": ("produce", "ingest"),
+    "keytrail.console.cli_generate": ("generate",),
+    "keytrail.console.cli_replay": ("replay",),
+    "keytrail.console.cli_serve": ("serve",),
 }
 
 
@@ -56,7 +56,7 @@ def schema_export(
     directory: Annotated[Path, typer.Argument(help="where to write the *.schema.json files")] = Path("schemas/json"),
 ) -> None:
     """Write the JSON Schema of every contract, for producers in any language."""
-    from schemas.export import export_json_schemas
+    from keytrail.schemas.export import export_json_schemas
 
     for path in export_json_schemas(directory):
         console.print(f"wrote {path}")
@@ -65,8 +65,8 @@ def schema_export(
 @app.command()
 def migrate() -> None:
     """Apply ClickHouse migrations (chDB or server, from KEYTRAIL_CLICKHOUSE_URL)."""
-    from sql.backends import open_clickhouse
-    from sql.migrate import migrate as apply_migrations
+    from keytrail.sql.backends import open_clickhouse
+    from keytrail.sql.migrate import migrate as apply_migrations
 
     backend = open_clickhouse(get_settings().clickhouse_url)
     applied = apply_migrations(backend)
@@ -79,7 +79,7 @@ def worker() -> None:
     """Run the stream worker: Kafka -> core -> ClickHouse -> last-used and signals topics."""
     import faust
 
-    from stream_processors.faust_app import build_worker_app
+    from keytrail.stream_processors.faust_app import build_worker_app
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level)
@@ -96,8 +96,8 @@ def worker() -> None:
 @app.command()
 def projector() -> None:
     """Run the last-used projector: keytrail.last-used.v1 -> key store last_used_at."""
-    from keystore.store import KeyStore
-    from stream_processors.projector import LastUsedProjector, run_kafka_projector
+    from keytrail.keystore.store import KeyStore
+    from keytrail.stream_processors.projector import LastUsedProjector, run_kafka_projector
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level)
@@ -116,7 +116,7 @@ def projector() -> None:
 
 
 def _mount_demo() -> None:
-    from console.demo import demo_command
+    from keytrail.console.demo import demo_command
 
     app.command("demo")(demo_command)
 

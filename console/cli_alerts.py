@@ -13,14 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from console.settings import get_settings
-from schemas.timestamps import format_utc_millis
-from sql.backends import ClickHouseError, open_clickhouse
-from sql.migrate import migrate
-from stream_processors.alerting.decide import AlertNotFound, AlertStateConflict
-from stream_processors.alerting.engine import AlertEngine
-from stream_processors.alerting.model import Alert, AlertStatus
-from stream_processors.alerting.store import ClickHouseAlertStore
+from keytrail.schemas.timestamps import format_utc_millis
+from keytrail.settings import get_settings
+from keytrail.sql.backends import ClickHouseError, open_clickhouse
+from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.alerting.decide import AlertNotFound, AlertStateConflict
+from keytrail.stream_processors.alerting.engine import AlertEngine
+from keytrail.stream_processors.alerting.model import Alert, AlertStatus
+from keytrail.stream_processors.alerting.store import ClickHouseAlertStore
 
 alerts_app = typer.Typer(
     help="Alerts on idle, never-used, anomalous, expiring and revoked-but-used keys.", no_args_is_help=True

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from producers.generator import UsageGenerator, generation_summary, wire_json_lines
+from keytrail.producers.generator import UsageGenerator, generation_summary, wire_json_lines
 
 err = Console(stderr=True)
 CHUNK = 20_000

@@ -20,11 +20,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from console.settings import get_settings
-from producers.encoding import UsageEncoder
-from schemas.topics import Topics
-from schemas.usage import KeyUsageEvent
-from stream_processors.codec import InvalidEvent, decode_usage_event, redact_secrets
+from keytrail.producers.encoding import UsageEncoder
+from keytrail.schemas.codec import InvalidEvent, decode_usage_event, redact_secrets
+from keytrail.schemas.topics import Topics
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.settings import get_settings
 
 console = Console(stderr=True)
 BATCH = 5000
@@ -137,7 +137,7 @@ def produce(
     """Send a file of usage events to Kafka (backfills, replays of gateway logs), keyed by key_id."""
     from confluent_kafka import KafkaException, Producer
 
-    from producers.kafka_emitter import producer_config
+    from keytrail.producers.kafka_emitter import producer_config
 
     servers = bootstrap or get_settings().kafka_bootstrap
     producer = Producer(
@@ -228,7 +228,7 @@ def ingest(
         _ingest_over_http(file, tally, url, _ingest_key(api_key, settings.data_dir))
         _finish(tally, _rejects_path(file, rejects), f"console {url}", started)
         return
-    from console.embedded import EmbeddedPipeline
+    from keytrail.console.embedded import EmbeddedPipeline
 
     try:
         pipeline = EmbeddedPipeline(settings)

@@ -18,11 +18,11 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import make_url
 
-from console.settings import MissingSecret, RunMode, get_settings
-from keystore import UNCHANGED, Caller, KeyFilter, KeySort, KeyStore, KeyStoreError
-from keystore.expiry import resolve_expiry
-from schemas.keys import KeyRecord, KeyStatus
-from schemas.timestamps import utc_now
+from keytrail.keystore import UNCHANGED, Caller, KeyFilter, KeySort, KeyStore, KeyStoreError
+from keytrail.keystore.expiry import resolve_expiry
+from keytrail.schemas.keys import KeyRecord, KeyStatus
+from keytrail.schemas.timestamps import utc_now
+from keytrail.settings import MissingSecret, RunMode, get_settings
 
 keys_app = typer.Typer(
     help="Create, list, rotate, renew and revoke API keys. Secrets are shown once, at creation and rotation.",
@@ -67,7 +67,7 @@ def opened_store() -> Iterator[KeyStore]:
     secret = settings.hashing_secret()  # a missing secret in production is reported before anything starts
     sink = None
     if settings.mode is RunMode.PRODUCTION:
-        from keystore import KafkaLifecycleSink
+        from keytrail.keystore import KafkaLifecycleSink
 
         sink = KafkaLifecycleSink(settings.kafka_bootstrap)
     sqlite_path = _sqlite_path(settings.keystore_url)

@@ -15,13 +15,13 @@ def replay(
 
     Stop the worker (or `keytrail serve` in embedded mode) first.
     """
-    from console.settings import get_settings
-    from keystore.store import KeyStore
-    from sql.backends import open_clickhouse
-    from sql.migrate import migrate
-    from stream_processors.detectors import default_detectors
-    from stream_processors.replay import DERIVED_TABLES
-    from stream_processors.replay import replay as run_replay
+    from keytrail.keystore.store import KeyStore
+    from keytrail.settings import get_settings
+    from keytrail.sql.backends import open_clickhouse
+    from keytrail.sql.migrate import migrate
+    from keytrail.stream_processors.detectors import default_detectors
+    from keytrail.stream_processors.replay import DERIVED_TABLES
+    from keytrail.stream_processors.replay import replay as run_replay
 
     console = Console()
     settings = get_settings()

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import typer
 
-from console.settings import get_settings
+from keytrail.settings import get_settings
 
 _DEFAULT = urlparse(get_settings().api_url)
 
@@ -27,7 +27,7 @@ def serve(
     """Serve the console (API, ingest, dashboard); in the embedded default it owns chDB and the key store."""
     import uvicorn
 
-    from console.api import create_app
+    from keytrail.console.api import create_app
 
     app = create_app(get_settings(), no_auth=no_auth)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

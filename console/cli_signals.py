@@ -10,8 +10,14 @@ import orjson
 import typer
 from rich.console import Console
 
-from console.cli_usage import JsonOption, ProjectOption, opened_clickhouse, reports_errors, rows_table
-from sql.queries.spec import format_clickhouse_time, parse_time
+from keytrail.console.cli_usage import (
+    JsonOption,
+    ProjectOption,
+    opened_clickhouse,
+    reports_errors,
+    rows_table,
+)
+from keytrail.sql.queries.spec import format_clickhouse_time, parse_time
 
 signals_app = typer.Typer(help="Anomaly, idle and expiry signals per key.", no_args_is_help=True)
 
@@ -22,7 +28,7 @@ def signals_group() -> None:
     """Anomaly, idle and expiry signals per key."""
 
 
-SIGNALS_SQL = (resources.files("console.api") / "sql" / "signals.sql").read_text()
+SIGNALS_SQL = (resources.files("keytrail.console.api") / "sql" / "signals.sql").read_text()
 
 
 @signals_app.command("list")

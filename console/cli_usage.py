@@ -1,6 +1,6 @@
 """`keytrail usage …`: the security team's canned queries from the command line.
 
-Each command runs one named query from sql/queries/ through `sql.queries.run_query` (the same
+Each command runs one named query from sql/queries/ through `keytrail.sql.queries.run_query` (the same
 runner the HTTP API uses), prints a Rich table or, with `--json`, the rows as JSON. Times take
 ISO 8601 or a duration back from now (`90m`, `24h`, `7d`, `2w`).
 
@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from console.settings import get_settings
-from sql.backends import ClickHouseBackend, ClickHouseError, open_clickhouse
-from sql.queries import QueryError, query_spec, query_specs, run_query
+from keytrail.settings import get_settings
+from keytrail.sql.backends import ClickHouseBackend, ClickHouseError, open_clickhouse
+from keytrail.sql.queries import QueryError, query_spec, query_specs, run_query
 
 usage_app = typer.Typer(
     help="Who used which key, from where, when and for what: canned queries over the usage trail.",
@@ -354,8 +354,8 @@ def inactive(since: SinceOption = None, until: UntilOption = None, limit: LimitO
 
 def _key_list(project: str | None) -> tuple[list[str], list[datetime]]:
     """Active keys from the key store (ClickHouse cannot see it), confined to `project`."""
-    from keystore import KeyFilter, KeyStore
-    from schemas.keys import KeyStatus
+    from keytrail.keystore import KeyFilter, KeyStore
+    from keytrail.schemas.keys import KeyStatus
 
     settings = get_settings()
     store = KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env)
@@ -448,7 +448,12 @@ def retention(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="confirm a shorter retention (older data is deleted)")] = False,
 ) -> None:
     """Show, or change with --days / --rollup-days, how long usage data is kept (ClickHouse TTL)."""
-    from sql.queries.retention import RetentionError, apply_retention, current_retention, plan_retention
+    from keytrail.sql.queries.retention import (
+        RetentionError,
+        apply_retention,
+        current_retention,
+        plan_retention,
+    )
 
     with opened_clickhouse() as backend:
         try:
@@ -477,7 +482,7 @@ def retention(
 @reports_errors
 def refresh() -> None:
     """Bring the hourly and daily rollups up to date now (ClickHouse also refreshes them every few minutes)."""
-    from sql.queries.rollups import refresh_rollups
+    from keytrail.sql.queries.rollups import refresh_rollups
 
     started = datetime.now(UTC)
     with opened_clickhouse() as backend:

@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from console.demo_story.cast import DAY, SCENES, Actor, cast, normal_traffic, scene_events
-from console.settings import RunMode, Settings, get_settings
-from keystore.store import KeyStore
-from schemas.usage import KeyUsageEvent, Outcome
+from keytrail.console.demo_story.cast import DAY, SCENES, Actor, cast, normal_traffic, scene_events
+from keytrail.keystore.store import KeyStore
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
+from keytrail.settings import RunMode, Settings, get_settings
 
 DEFAULT_PORT = 8477
 STORY_SECONDS = 60.0
@@ -107,8 +107,8 @@ class DemoServer:
     def __init__(self, settings: Settings, host: str, port: int) -> None:
         import uvicorn
 
-        from console.api import create_app
-        from console.embedded import EmbeddedPipeline
+        from keytrail.console.api import create_app
+        from keytrail.console.embedded import EmbeddedPipeline
 
         self.pipeline = EmbeddedPipeline(settings)
         self.app = create_app(settings, pipeline=self.pipeline)

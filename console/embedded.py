@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from console.settings import Settings
-from keystore.store import KeyStore
-from schemas.usage import KeyUsageEvent
-from sql.backends import ClickHouseBackend, open_clickhouse
-from sql.migrate import migrate
-from stream_processors.alerting import PeriodicScan, build_alert_engine
-from stream_processors.alerting.engine import AlertEngine
-from stream_processors.core.aggregate import BatchResult, UsageAggregator
-from stream_processors.detectors import default_detectors
-from stream_processors.projector import LastUsedProjector
-from stream_processors.sinks.clickhouse import ClickHouseSink
-from stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
-from stream_processors.state_stores import InMemoryStates
+from keytrail.keystore.store import KeyStore
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.settings import Settings
+from keytrail.sql.backends import ClickHouseBackend, open_clickhouse
+from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.alerting import PeriodicScan, build_alert_engine
+from keytrail.stream_processors.alerting.engine import AlertEngine
+from keytrail.stream_processors.core.aggregate import BatchResult, UsageAggregator
+from keytrail.stream_processors.detectors import default_detectors
+from keytrail.stream_processors.projector import LastUsedProjector
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
+from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
+from keytrail.stream_processors.state_stores import InMemoryStates
 
 
 class EmbeddedPipeline:

@@ -14,9 +14,9 @@ import atexit
 
 from flask import Flask, abort, jsonify, request
 
-from producers import emitter_from_settings, protect_flask, verifier_from_settings
-from producers.emitter import UsageEmitter
-from producers.verifiers import KeyVerifier
+from keytrail.producers import emitter_from_settings, protect_flask, verifier_from_settings
+from keytrail.producers.emitter import UsageEmitter
+from keytrail.producers.verifiers import KeyVerifier
 
 ORDERS = {f"A-{1000 + n}": {"id": f"A-{1000 + n}", "total": 10 * n + 9.5} for n in range(1, 6)}
 
@@ -50,7 +50,7 @@ def create_app(verifier: KeyVerifier, emitter: UsageEmitter, *, service: str = "
 
 
 def main() -> None:
-    from console.settings import get_settings
+    from keytrail.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -63,7 +63,7 @@ def main() -> None:
     options = parser.parse_args()
     settings = get_settings()
     if options.create_key:
-        from keystore.store import KeyStore
+        from keytrail.keystore.store import KeyStore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         with KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env) as store:

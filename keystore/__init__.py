@@ -7,8 +7,8 @@ Typical use::
     verdict = store.verify(secret, scope="orders:read", client_ip="203.0.113.7")
 """
 
-from keystore.caller import Caller
-from keystore.errors import (
+from keytrail.keystore.caller import Caller
+from keytrail.keystore.errors import (
     InvalidKeyRequest,
     KeyAlreadyRotated,
     KeyNotFound,
@@ -17,11 +17,11 @@ from keystore.errors import (
     PermissionDenied,
     UnsupportedStoreUrl,
 )
-from keystore.lifecycle_sinks import InMemoryLifecycleSink, KafkaLifecycleSink, LifecycleSink
-from keystore.listing import KeyFilter, KeySort
-from keystore.store import UNCHANGED, KeyStore, Rotation, SweepReport
-from keystore.sweeper import ExpirySweeper, sweep_forever
-from keystore.verification import Verification
+from keytrail.keystore.lifecycle_sinks import InMemoryLifecycleSink, KafkaLifecycleSink, LifecycleSink
+from keytrail.keystore.listing import KeyFilter, KeySort
+from keytrail.keystore.store import UNCHANGED, KeyStore, Rotation, SweepReport
+from keytrail.keystore.sweeper import ExpirySweeper, sweep_forever
+from keytrail.schemas.verification import Verification
 
 __all__ = [
     "UNCHANGED",

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from keystore.errors import KeyNotFound, PermissionDenied
+from keytrail.keystore.errors import KeyNotFound, PermissionDenied
 
 
 @dataclass(frozen=True, slots=True)

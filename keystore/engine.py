@@ -6,7 +6,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from keystore.errors import UnsupportedStoreUrl
+from keytrail.keystore.errors import UnsupportedStoreUrl
 
 WRITE_OPTION = "keystore_write"
 """Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""

@@ -5,7 +5,7 @@ Messages never contain secrets: a key id that looks like a secret key is not ech
 
 from typing import ClassVar
 
-from schemas.usage import SECRET_SHAPE
+from keytrail.schemas.usage import SECRET_SHAPE
 
 
 def describe_key_id(key_id: str) -> str:

@@ -3,8 +3,8 @@
 import re
 from datetime import UTC, date, datetime, time, timedelta
 
-from keystore.errors import InvalidKeyRequest
-from schemas.timestamps import to_utc_millis
+from keytrail.keystore.errors import InvalidKeyRequest
+from keytrail.schemas.timestamps import to_utc_millis
 
 EXPIRY_PRESETS: dict[str, timedelta | None] = {
     "1h": timedelta(hours=1),

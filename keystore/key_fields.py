@@ -4,7 +4,7 @@ import re
 from collections.abc import Iterable
 from ipaddress import ip_network
 
-from keystore.errors import InvalidKeyRequest
+from keytrail.keystore.errors import InvalidKeyRequest
 
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 _SCOPE = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,99}\*?)$")

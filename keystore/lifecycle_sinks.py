@@ -4,8 +4,8 @@ import logging
 import threading
 from typing import Any, Protocol, runtime_checkable
 
-from schemas.lifecycle import KeyLifecycleEvent
-from schemas.topics import Topics
+from keytrail.schemas.lifecycle import KeyLifecycleEvent
+from keytrail.schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 

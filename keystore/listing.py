@@ -6,8 +6,8 @@ from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Select, and_
 
-from keystore.tables import api_keys
-from schemas.keys import KeyStatus
+from keytrail.keystore.tables import api_keys
+from keytrail.schemas.keys import KeyStatus
 
 
 class KeySort(StrEnum):

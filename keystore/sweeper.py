@@ -5,7 +5,7 @@ import logging
 import threading
 from typing import Protocol
 
-from keystore.store import SweepReport
+from keytrail.keystore.store import SweepReport
 
 log = logging.getLogger(__name__)
 

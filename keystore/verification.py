@@ -7,28 +7,10 @@ from datetime import datetime
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
-from schemas.usage import Outcome
+from keytrail.schemas.usage import Outcome
+from keytrail.schemas.verification import Verification
 
 WILDCARD_SCOPE = "*"
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    """The verdict on a presented key: an outcome from the usage-event contract, and who it is.
-
-    `key_id` and `project_id` are None when the key is unknown or malformed; `reason` is a short
-    explanation for logs and error bodies (never containing the key).
-    """
-
-    outcome: Outcome
-    key_id: str | None = None
-    project_id: str | None = None
-    reason: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when the request may proceed."""
-        return self.outcome is Outcome.OK
 
 
 @lru_cache(maxsize=8192)

@@ -2,7 +2,7 @@
 middleware. Names are imported lazily, so a service using the HTTP transport never loads
 librdkafka.
 
-    from producers import KafkaEmitter, KeyTrailMiddleware, LocalKeyVerifier
+    from keytrail.producers import KafkaEmitter, KeyTrailMiddleware, LocalKeyVerifier
 
     emitter = KafkaEmitter("kafka:9092")
     app.add_middleware(KeyTrailMiddleware, verifier=LocalKeyVerifier(store), emitter=emitter, service="orders")
@@ -14,26 +14,28 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "UsageEmitter": "producers.emitter",
-    "EmitterCounters": "producers.emitter",
-    "UsageEncoder": "producers.encoding",
-    "DiskSpool": "producers.spool",
-    "SpoolError": "producers.spool",
-    "KafkaEmitter": "producers.kafka_emitter",
-    "HttpEmitter": "producers.http_emitter",
-    "InProcessEmitter": "producers.inprocess_emitter",
-    "KeyVerifier": "producers.verifiers",
-    "LocalKeyVerifier": "producers.verifiers",
-    "RemoteKeyVerifier": "producers.verifiers",
-    "VerifierUnavailable": "producers.verifiers",
-    "KeyGuard": "producers.key_guard",
-    "KeyIdentity": "producers.key_guard",
-    "KeyTrailMiddleware": "producers.asgi",
-    "KeyTrailWSGIMiddleware": "producers.wsgi",
-    "protect_flask": "producers.wsgi",
-    "ClientAddressResolver": "producers.client_address",
-    "emitter_from_settings": "producers.factory",
-    "verifier_from_settings": "producers.factory",
+    "UsageEmitter": "keytrail.producers.emitter",
+    "EmitterCounters": "keytrail.producers.emitter",
+    "UsageEncoder": "keytrail.producers.encoding",
+    "DiskSpool": "keytrail.producers.spool",
+    "SpoolError": "keytrail.producers.spool",
+    "KafkaEmitter": "keytrail.producers.kafka_emitter",
+    "HttpEmitter": "keytrail.producers.http_emitter",
+    "InProcessEmitter": "keytrail.producers.inprocess_emitter",
+    "KeyVerifier": "keytrail.producers.verifiers",
+    "LocalKeyVerifier": "keytrail.producers.verifiers",
+    "RemoteKeyVerifier": "keytrail.producers.verifiers",
+    "VerifierUnavailable": "keytrail.producers.verifiers",
+    "KeyGuard": "keytrail.producers.key_guard",
+    "KeyIdentity": "keytrail.producers.key_guard",
+    "KeyTrailMiddleware": "keytrail.producers.asgi",
+    "KeyTrailWSGIMiddleware": "keytrail.producers.wsgi",
+    "protect_flask": "keytrail.producers.wsgi",
+    "ClientAddressResolver": "keytrail.producers.client_address",
+    "emitter_from_settings": "keytrail.producers.factory",
+    "emit": "keytrail.producers.default_emitter",
+    "configure": "keytrail.producers.default_emitter",
+    "verifier_from_settings": "keytrail.producers.factory",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -42,5 +44,5 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'producers' has no attribute {name!r}")
+        raise AttributeError(f"module 'keytrail.producers' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)

@@ -7,7 +7,7 @@ One line with FastAPI/Starlette::
 
 The route recorded is the template (`scope["route"].path` after routing; for refused requests,
 and for plain Starlette routes, the router is matched without calling the endpoint). The app sees
-who called in `request.state.keytrail` (a `KeyIdentity`). See `producers.key_guard` for what is
+who called in `request.state.keytrail` (a `KeyIdentity`). See `keytrail.producers.key_guard` for what is
 recorded when a request is refused.
 """
 
@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from keystore.verification import Verification
-from producers.emitter import UsageEmitter
-from producers.key_guard import KeyGuard, bearer_token
-from producers.verifiers import KeyVerifier
-from schemas.usage import Outcome
+from keytrail.producers.emitter import UsageEmitter
+from keytrail.producers.key_guard import KeyGuard, bearer_token
+from keytrail.producers.verifiers import KeyVerifier
+from keytrail.schemas.usage import Outcome
+from keytrail.schemas.verification import Verification
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

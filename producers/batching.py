@@ -21,12 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from producers.emitter import EmitterCounters
-from producers.encoding import UsageEncoder, shared_encoder
-from producers.spool import DiskSpool
-from producers.throttled_log import ThrottledLog
-from schemas.usage import KeyUsageEvent
-from stream_processors.codec import InvalidEvent
+from keytrail.producers.emitter import EmitterCounters
+from keytrail.producers.encoding import UsageEncoder, shared_encoder
+from keytrail.producers.spool import DiskSpool
+from keytrail.producers.throttled_log import ThrottledLog
+from keytrail.schemas.codec import InvalidEvent
+from keytrail.schemas.usage import KeyUsageEvent
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
-from schemas.usage import KeyUsageEvent
+from keytrail.schemas.usage import KeyUsageEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,9 @@ from typing import Any, Final
 
 import orjson
 
-from schemas.timestamps import format_utc_millis
-from schemas.usage import MAX_FUTURE_SKEW, SECRET_SHAPE, KeyUsageEvent, Outcome
-from stream_processors.codec import InvalidEvent
+from keytrail.schemas.codec import InvalidEvent
+from keytrail.schemas.timestamps import format_utc_millis
+from keytrail.schemas.usage import MAX_FUTURE_SKEW, SECRET_SHAPE, KeyUsageEvent, Outcome
 
 FIELDS: Final = tuple(KeyUsageEvent.model_fields)
 """The contract's fields in the model's (and so the JSON's) order."""

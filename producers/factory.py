@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from producers.emitter import UsageEmitter
-from producers.verifiers import KeyVerifier
+from keytrail.producers.emitter import UsageEmitter
+from keytrail.producers.verifiers import KeyVerifier
 
 if TYPE_CHECKING:
-    from console.settings import Settings
+    from keytrail.settings import Settings
 
 """A KeyTrail key with the ingest scope, sent by the HTTP transport (optional in embedded mode)."""
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def _settings(settings: Settings | None) -> Settings:
     if settings is not None:
         return settings
-    from console.settings import get_settings
+    from keytrail.settings import get_settings
 
     return get_settings()
 
@@ -33,12 +33,12 @@ def emitter_from_settings(
     chosen = transport or ("kafka" if settings.mode.value == "production" else "http")
     spool_base = settings.data_dir / "spool"
     if chosen == "kafka":
-        from producers.kafka_emitter import KafkaEmitter
-        from schemas.topics import Topics
+        from keytrail.producers.kafka_emitter import KafkaEmitter
+        from keytrail.schemas.topics import Topics
 
         name = topic or Topics.USAGE.value
         return KafkaEmitter(settings.kafka_bootstrap, topic=name, spool_base=spool_base / f"kafka-{name}")
-    from producers.http_emitter import HttpEmitter
+    from keytrail.producers.http_emitter import HttpEmitter
 
     return HttpEmitter(
         settings.api_url, ingest_key=_ingest_key(settings), spool_base=spool_base / "http"
@@ -52,11 +52,11 @@ def verifier_from_settings(
     `POST {api_url}/v1/verify`, authenticated with `KEYTRAIL_INGEST_KEY`."""
     settings = _settings(settings)
     if mode == "remote":
-        from producers.verifiers import RemoteKeyVerifier
+        from keytrail.producers.verifiers import RemoteKeyVerifier
 
         return RemoteKeyVerifier(settings.api_url, credential=_ingest_key(settings))
-    from keystore.store import KeyStore
-    from producers.verifiers import LocalKeyVerifier
+    from keytrail.keystore.store import KeyStore
+    from keytrail.producers.verifiers import LocalKeyVerifier
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env)

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import orjson
 
-from producers.batching import BatchingEmitter, Delivery
-from producers.encoding import UsageEncoder
-from producers.spool import DEFAULT_MAX_BYTES, DiskSpool, FsyncPolicy
+from keytrail.producers.batching import BatchingEmitter, Delivery
+from keytrail.producers.encoding import UsageEncoder
+from keytrail.producers.spool import DEFAULT_MAX_BYTES, DiskSpool, FsyncPolicy
 
 MAX_EVENTS_PER_REQUEST = 5000
 DEFAULT_SPOOL_BASE = Path(".keytrail") / "spool" / "http"

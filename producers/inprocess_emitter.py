@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from producers.batching import BatchingEmitter, Delivery
-from producers.encoding import UsageEncoder
-from schemas.usage import KeyUsageEvent
-from stream_processors.codec import InvalidEvent, decode_usage_event
+from keytrail.producers.batching import BatchingEmitter, Delivery
+from keytrail.producers.encoding import UsageEncoder
+from keytrail.schemas.codec import InvalidEvent, decode_usage_event
+from keytrail.schemas.usage import KeyUsageEvent
 
 log = logging.getLogger(__name__)
 

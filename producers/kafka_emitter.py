@@ -6,7 +6,7 @@
   milliseconds to build big batches. `emit()` hands pre-serialised bytes to `produce()`.
 - `emit()` never waits for the broker. When librdkafka's local queue is full, or the broker is
   unreachable (all brokers down, delivery failures), events go to a bounded on-disk spool
-  (`producers.spool.DiskSpool`). While the spool holds anything, new events go behind it, so a
+  (`keytrail.producers.spool.DiskSpool`). While the spool holds anything, new events go behind it, so a
   key's events keep their order. A background thread replays the spool, oldest first, once the
   broker answers again and librdkafka's own queue has drained; then direct delivery resumes.
   Events librdkafka gives back (time-outs, or purged at close) go in front of the spool.
@@ -28,13 +28,13 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from producers.emitter import EmitterCounters
-from producers.encoding import UsageEncoder, shared_encoder
-from producers.spool import DEFAULT_MAX_BYTES, DiskSpool, FsyncPolicy, SpoolBatch
-from producers.throttled_log import ThrottledLog
-from schemas.topics import Topics
-from schemas.usage import KeyUsageEvent
-from stream_processors.codec import InvalidEvent
+from keytrail.producers.emitter import EmitterCounters
+from keytrail.producers.encoding import UsageEncoder, shared_encoder
+from keytrail.producers.spool import DEFAULT_MAX_BYTES, DiskSpool, FsyncPolicy, SpoolBatch
+from keytrail.producers.throttled_log import ThrottledLog
+from keytrail.schemas.codec import InvalidEvent
+from keytrail.schemas.topics import Topics
+from keytrail.schemas.usage import KeyUsageEvent
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class _LibrdkafkaLog:
     otherwise be an ERROR line); the emitter logs outages and losses itself, rate-limited."""
 
     def __init__(self) -> None:
-        self._logger = logging.getLogger("producers.kafka_emitter.librdkafka")
+        self._logger = logging.getLogger("keytrail.producers.kafka_emitter.librdkafka")
 
     def log(self, _level: int, message: str, *args: object) -> None:
         self._logger.debug(message, *args)

@@ -29,14 +29,14 @@ from typing import Any, Final
 
 import orjson
 
-from keystore.verification import Verification
-from producers.client_address import ClientAddressResolver
-from producers.emitter import UsageEmitter
-from producers.encoding import EventIds
-from producers.verifiers import KeyVerifier, VerifierUnavailable
-from schemas.usage import Outcome
+from keytrail.producers.client_address import ClientAddressResolver
+from keytrail.producers.emitter import UsageEmitter
+from keytrail.producers.encoding import EventIds
+from keytrail.producers.verifiers import KeyVerifier, VerifierUnavailable
+from keytrail.schemas.usage import Outcome
+from keytrail.schemas.verification import Verification
 
-log = logging.getLogger("producers.middleware")
+log = logging.getLogger("keytrail.producers.middleware")
 
 ANONYMOUS_KEY_ID: Final = "anonymous"
 UNKNOWN_KEY_ID: Final = "unknown"

@@ -29,8 +29,8 @@ from typing import Protocol, runtime_checkable
 import httpx
 import orjson
 
-from keystore.verification import Verification
-from schemas.usage import Outcome
+from keytrail.schemas.usage import Outcome
+from keytrail.schemas.verification import Verification
 
 log = logging.getLogger(__name__)
 

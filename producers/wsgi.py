@@ -8,7 +8,7 @@ One line with Flask::
 which wraps `app.wsgi_app` in `KeyTrailWSGIMiddleware`. The route recorded is Flask's rule
 (`request.url_rule.rule`), found for refused requests by matching `app.url_map` without calling the
 view. The view sees who called in `request.environ["keytrail"]` (a `KeyIdentity`). See
-`producers.key_guard` for what is recorded when a request is refused.
+`keytrail.producers.key_guard` for what is recorded when a request is refused.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
-from keystore.verification import Verification
-from producers.emitter import UsageEmitter
-from producers.key_guard import STATUS_LINES, KeyGuard, bearer_token
-from producers.verifiers import KeyVerifier
-from schemas.usage import Outcome
+from keytrail.producers.emitter import UsageEmitter
+from keytrail.producers.key_guard import STATUS_LINES, KeyGuard, bearer_token
+from keytrail.producers.verifiers import KeyVerifier
+from keytrail.schemas.usage import Outcome
+from keytrail.schemas.verification import Verification
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]

@@ -4,12 +4,12 @@ These pydantic models are the only place a field is defined; JSON Schema, ClickH
 columns and API responses are derived from or checked against them.
 """
 
-from schemas.keys import KeyRecord, KeyStatus
-from schemas.last_used import LastUsed
-from schemas.lifecycle import KeyLifecycleEvent, LifecycleAction
-from schemas.signals import Severity, Signal, SignalKind
-from schemas.topics import Topics
-from schemas.usage import KeyUsageEvent, Outcome
+from keytrail.schemas.keys import KeyRecord, KeyStatus
+from keytrail.schemas.last_used import LastUsed
+from keytrail.schemas.lifecycle import KeyLifecycleEvent, LifecycleAction
+from keytrail.schemas.signals import Severity, Signal, SignalKind
+from keytrail.schemas.topics import Topics
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
 
 __all__ = [
     "KeyLifecycleEvent",

@@ -5,11 +5,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.keys import KeyRecord
-from schemas.last_used import LastUsed
-from schemas.lifecycle import KeyLifecycleEvent
-from schemas.signals import Signal
-from schemas.usage import KeyUsageEvent
+from keytrail.schemas.keys import KeyRecord
+from keytrail.schemas.last_used import LastUsed
+from keytrail.schemas.lifecycle import KeyLifecycleEvent
+from keytrail.schemas.signals import Signal
+from keytrail.schemas.usage import KeyUsageEvent
 
 EXPORTED_MODELS: dict[str, type[BaseModel]] = {
     "key-usage-event.v1": KeyUsageEvent,

@@ -4,8 +4,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.timestamps import UtcMillis
-from schemas.usage import Identifier
+from keytrail.schemas.timestamps import UtcMillis
+from keytrail.schemas.usage import Identifier
 
 
 class KeyStatus(StrEnum):

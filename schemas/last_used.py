@@ -2,8 +2,8 @@
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.timestamps import UtcMillis
-from schemas.usage import Identifier
+from keytrail.schemas.timestamps import UtcMillis
+from keytrail.schemas.usage import Identifier
 
 
 class LastUsed(BaseModel):

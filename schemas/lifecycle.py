@@ -6,8 +6,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.timestamps import UtcMillis
-from schemas.usage import Identifier
+from keytrail.schemas.timestamps import UtcMillis
+from keytrail.schemas.usage import Identifier
 
 
 class LifecycleAction(StrEnum):

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.timestamps import UtcMillis
-from schemas.usage import Identifier
+from keytrail.schemas.timestamps import UtcMillis
+from keytrail.schemas.usage import Identifier
 
 SIGNAL_NAMESPACE = uuid.UUID("6f1c9a52-6a0e-4c3e-9a57-4b1f0f6f7e11")
 

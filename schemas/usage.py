@@ -2,16 +2,16 @@
 
 import re
 import time
-from functools import lru_cache
 from datetime import timedelta
 from enum import StrEnum
+from functools import lru_cache
 from ipaddress import ip_address
 from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from schemas.timestamps import UtcMillis
+from keytrail.schemas.timestamps import UtcMillis
 
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 """Events stamped further than this in the future are rejected (clock bugs, forged events)."""

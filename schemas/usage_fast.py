@@ -1,6 +1,6 @@
 """A msgspec mirror of KeyUsageEvent v1 for the stream's hot path.
 
-The pydantic model in `schemas.usage` stays the only definition of the contract: this mirror
+The pydantic model in `keytrail.schemas.usage` stays the only definition of the contract: this mirror
 exists because validating with pydantic costs tens of microseconds per event, which caps a
 worker far below its target. `tests/core/test_fast_decode.py` checks the mirror field by field
 against the model and by differential fuzzing: whatever the fast path accepts, pydantic accepts
@@ -19,7 +19,7 @@ from uuid import UUID
 
 import msgspec
 
-from schemas.usage import _MAX_FUTURE_SKEW_S, SECRET_SHAPE, KeyUsageEvent, Outcome, normalise_ip
+from keytrail.schemas.usage import _MAX_FUTURE_SKEW_S, SECRET_SHAPE, KeyUsageEvent, Outcome, normalise_ip
 
 # Patterns end in \Z, not $: Python's $ also matches before a trailing newline, pydantic's does not.
 _IDENTIFIER = msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*\Z")

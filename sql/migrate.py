@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from sql.backends import ClickHouseBackend
+from keytrail.sql.backends import ClickHouseBackend
 
 MIGRATIONS_TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migrations
@@ -38,7 +38,7 @@ class Migration:
 
 def available_migrations() -> list[Migration]:
     """Every migration shipped with KeyTrail, in version order."""
-    folder = resources.files("sql") / "clickhouse"
+    folder = resources.files("keytrail.sql") / "clickhouse"
     found = []
     for entry in folder.iterdir():
         match = _FILE_NAME.match(entry.name)

@@ -22,31 +22,31 @@ import faust
 from faust.types import TP
 from pydantic import ValidationError
 
-from console.settings import Settings
-from schemas.lifecycle import KeyLifecycleEvent
-from schemas.topics import Topics
-from sql.backends import open_clickhouse
-from sql.migrate import migrate
-from stream_processors.codec import (
+from keytrail.schemas.codec import (
     InvalidEvent,
     decode_usage_event,
     describe_validation_error,
     redact_secrets,
 )
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.detectors import default_detectors
-from stream_processors.faust_commit import (
+from keytrail.schemas.lifecycle import KeyLifecycleEvent
+from keytrail.schemas.topics import Topics
+from keytrail.settings import Settings
+from keytrail.sql.backends import open_clickhouse
+from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.detectors import default_detectors
+from keytrail.stream_processors.faust_commit import (
     CommitHoleWatch,
     DeliveryGapGuard,
     offsets_holding_messages,
     read_offset_range,
     use_deduplicating_ack_consumer,
 )
-from stream_processors.outputs import BatchPublisher, OutputRecord
-from stream_processors.sinks.clickhouse import ClickHouseSink
-from stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
-from stream_processors.state_stores import DecodedStates, SerializedStateOverlay
-from stream_processors.topics_admin import ensure_topics
+from keytrail.stream_processors.outputs import BatchPublisher, OutputRecord
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
+from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
+from keytrail.stream_processors.state_stores import DecodedStates, SerializedStateOverlay
+from keytrail.stream_processors.topics_admin import ensure_topics
 
 log = logging.getLogger(__name__)
 

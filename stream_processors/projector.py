@@ -13,7 +13,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from schemas.last_used import LastUsed
+from keytrail.schemas.last_used import LastUsed
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def run_kafka_projector(
     """Consume `keytrail.last-used.v1` and apply it until `should_stop()`; commits after each applied batch."""
     from confluent_kafka import Consumer
 
-    from schemas.topics import Topics
+    from keytrail.schemas.topics import Topics
 
     consumer = Consumer(
         {

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from schemas.usage import KeyUsageEvent
-from sql import load_query
-from sql.backends import ClickHouseBackend
-from stream_processors.core.aggregate import Detector, UsageAggregator
-from stream_processors.projector import LastUsedProjector, ResettableLastUsedTarget
-from stream_processors.sinks.clickhouse import ClickHouseSink
-from stream_processors.state_stores import InMemoryStates
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.sql import load_query
+from keytrail.sql.backends import ClickHouseBackend
+from keytrail.stream_processors.core.aggregate import Detector, UsageAggregator
+from keytrail.stream_processors.projector import LastUsedProjector, ResettableLastUsedTarget
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
+from keytrail.stream_processors.state_stores import InMemoryStates
 
 DERIVED_TABLES = ("key_usage_minute", "key_last_used", "signals")
 """Everything the stream derives from the raw log (rollup views follow these tables)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import MutableMapping
 
-from stream_processors.core.state import KeyState
+from keytrail.stream_processors.core.state import KeyState
 
 
 class InMemoryStates(dict[str, KeyState]):

@@ -6,7 +6,7 @@ import logging
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.topics import Topics
+from keytrail.schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 

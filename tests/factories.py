@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.usage import KeyUsageEvent, Outcome
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
 
 BASE_TIME = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
 

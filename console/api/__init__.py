@@ -1,5 +1,5 @@
 """The console's HTTP API (FastAPI) and the dashboard it serves."""
 
-from console.api.app import create_app
+from keytrail.console.api.app import create_app
 
 __all__ = ["create_app"]

@@ -14,18 +14,18 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from console.api import routes_ingest, routes_keys, routes_read
-from console.api.auth import bootstrap_admin_key, client_ip
-from console.api.errors import install_error_handlers
-from console.api.models import Health
-from console.api.runtime import ConsoleRuntime
-from console.embedded import EmbeddedPipeline
-from console.settings import Settings
-from schemas.usage import Outcome
+from keytrail.console.api import routes_ingest, routes_keys, routes_read
+from keytrail.console.api.auth import bootstrap_admin_key, client_ip
+from keytrail.console.api.errors import install_error_handlers
+from keytrail.console.api.models import Health
+from keytrail.console.api.runtime import ConsoleRuntime
+from keytrail.console.embedded import EmbeddedPipeline
+from keytrail.schemas.usage import Outcome
+from keytrail.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DASHBOARD = Path(str(resources.files("console") / "dashboard"))
+DASHBOARD = Path(str(resources.files("keytrail.console") / "dashboard"))
 
 
 def create_app(

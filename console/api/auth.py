@@ -16,13 +16,13 @@ from typing import Final
 
 from fastapi import Request
 
-from console.api.errors import ApiError
-from keystore.caller import Caller
-from keystore.listing import KeyFilter
-from keystore.store import KeyStore
-from keystore.verification import Verification
-from schemas.keys import KeyStatus
-from schemas.usage import Outcome
+from keytrail.console.api.errors import ApiError
+from keytrail.keystore.caller import Caller
+from keytrail.keystore.listing import KeyFilter
+from keytrail.keystore.store import KeyStore
+from keytrail.schemas.keys import KeyStatus
+from keytrail.schemas.usage import Outcome
+from keytrail.schemas.verification import Verification
 
 log = logging.getLogger(__name__)
 

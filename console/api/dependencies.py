@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from console.api.auth import LOCAL_PRINCIPAL, Principal, authenticate, client_ip
-from console.api.errors import ApiError
-from console.api.runtime import ConsoleRuntime
-from schemas.usage import Outcome
+from keytrail.console.api.auth import LOCAL_PRINCIPAL, Principal, authenticate, client_ip
+from keytrail.console.api.errors import ApiError
+from keytrail.console.api.runtime import ConsoleRuntime
+from keytrail.schemas.usage import Outcome
 
 bearer = HTTPBearer(auto_error=False, description="a KeyTrail key: Authorization: Bearer kt_live_…")
 

@@ -9,15 +9,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from keystore.errors import (
+from keytrail.keystore.errors import (
     InvalidKeyRequest,
     KeyNotFound,
     KeyStateConflict,
     KeyStoreError,
     PermissionDenied,
 )
-from sql.backends import ClickHouseError
-from sql.queries import QueryError, UnknownQuery
+from keytrail.sql.backends import ClickHouseError
+from keytrail.sql.queries import QueryError, UnknownQuery
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Request and response bodies of the console API (key records come from `schemas.keys`)."""
+"""Request and response bodies of the console API (key records come from `keytrail.schemas.keys`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from schemas.keys import KeyRecord
-from schemas.usage import Identifier
+from keytrail.schemas.keys import KeyRecord
+from keytrail.schemas.usage import Identifier
 
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 Scope = Annotated[str, StringConstraints(min_length=1, max_length=100)]

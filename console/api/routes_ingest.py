@@ -6,10 +6,10 @@ import json
 
 from fastapi import APIRouter, Request
 
-from console.api.auth import INGEST, PROJECT_WRITE
-from console.api.dependencies import Caller, Runtime
-from console.api.errors import ApiError
-from console.api.models import (
+from keytrail.console.api.auth import INGEST, PROJECT_WRITE
+from keytrail.console.api.dependencies import Caller, Runtime
+from keytrail.console.api.errors import ApiError
+from keytrail.console.api.models import (
     MAX_INGEST_BATCH,
     IngestBatch,
     IngestResult,
@@ -17,8 +17,8 @@ from console.api.models import (
     VerifyRequest,
     VerifyResponse,
 )
-from schemas.usage import KeyUsageEvent, Outcome
-from stream_processors.codec import MAX_EVENT_BYTES, InvalidEvent, decode_usage_event
+from keytrail.schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_usage_event
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 MAX_BODY_BYTES = MAX_INGEST_BATCH * MAX_EVENT_BYTES

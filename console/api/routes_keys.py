@@ -6,10 +6,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from console.api.auth import ADMIN, PROJECT_READ, PROJECT_WRITE, Principal
-from console.api.dependencies import Caller, Runtime
-from console.api.errors import ApiError
-from console.api.models import (
+from keytrail.console.api.auth import ADMIN, PROJECT_READ, PROJECT_WRITE, Principal
+from keytrail.console.api.dependencies import Caller, Runtime
+from keytrail.console.api.errors import ApiError
+from keytrail.console.api.models import (
     ChangeReason,
     CreateKey,
     KeyList,
@@ -21,10 +21,10 @@ from console.api.models import (
     SweepResult,
     UpdateKey,
 )
-from keystore.listing import KeyFilter, KeySort
-from keystore.store import UNCHANGED
-from schemas.keys import KeyRecord, KeyStatus
-from schemas.lifecycle import KeyLifecycleEvent
+from keytrail.keystore.listing import KeyFilter, KeySort
+from keytrail.keystore.store import UNCHANGED
+from keytrail.schemas.keys import KeyRecord, KeyStatus
+from keytrail.schemas.lifecycle import KeyLifecycleEvent
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 KeyId = Annotated[str, Query(min_length=1, max_length=128)]

@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 
-from console.api.auth import PROJECT_READ, PROJECT_WRITE, Principal
-from console.api.dependencies import Caller, Runtime
-from console.api.errors import ApiError
-from console.api.models import KeyUsageSeries, Rows, UsagePoint
-from keystore.listing import KeyFilter
-from sql.queries import parse_time, query_spec, query_specs, run_query
+from keytrail.console.api.auth import PROJECT_READ, PROJECT_WRITE, Principal
+from keytrail.console.api.dependencies import Caller, Runtime
+from keytrail.console.api.errors import ApiError
+from keytrail.console.api.models import KeyUsageSeries, Rows, UsagePoint
+from keytrail.keystore.listing import KeyFilter
+from keytrail.sql.queries import parse_time, query_spec, query_specs, run_query
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
@@ -31,7 +31,7 @@ KEY_LIST_QUERIES = {"idle_keys", "never_used_keys"}
 
 @cache
 def console_sql(name: str) -> str:
-    return (resources.files("console.api") / "sql" / f"{name}.sql").read_text()
+    return (resources.files("keytrail.console.api") / "sql" / f"{name}.sql").read_text()
 
 
 def _project_param(who: Principal, project: str | None) -> str:

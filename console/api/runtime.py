@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from console.api.metrics import ConsoleMetrics
-from console.embedded import EmbeddedPipeline
-from keystore.sweeper import ExpirySweeper
-from schemas.usage import KeyUsageEvent, Outcome
-from stream_processors.core.aggregate import BatchResult
+from keytrail.console.api.metrics import ConsoleMetrics
+from keytrail.console.embedded import EmbeddedPipeline
+from keytrail.keystore.sweeper import ExpirySweeper
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
+from keytrail.stream_processors.core.aggregate import BatchResult
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from schemas.usage import KeyUsageEvent, Outcome
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
 
 DAY = timedelta(days=1)
 

@@ -6,7 +6,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
 
-from keystore.engine import WRITE_OPTION, create_store_engine
+from keytrail.keystore.engine import WRITE_OPTION, create_store_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 VERSION_TABLE = "keystore_alembic_version"

@@ -2,9 +2,9 @@
 
 from alembic import context
 
-from keystore.engine import create_store_engine
-from keystore.migrations import VERSION_TABLE
-from keystore.tables import metadata
+from keytrail.keystore.engine import create_store_engine
+from keytrail.keystore.migrations import VERSION_TABLE
+from keytrail.keystore.tables import metadata
 
 config = context.config
 

@@ -4,8 +4,8 @@
 file's header and returns the rows; the CLI (`keytrail usage …`) and the HTTP API both use it.
 """
 
-from sql.queries.runner import query_spec, query_specs, run_query
-from sql.queries.spec import InvalidParameter, QueryError, QuerySpec, UnknownQuery, parse_time
+from keytrail.sql.queries.runner import query_spec, query_specs, run_query
+from keytrail.sql.queries.spec import InvalidParameter, QueryError, QuerySpec, UnknownQuery, parse_time
 
 __all__ = [
     "InvalidParameter",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sql.backends import ClickHouseBackend
+from keytrail.sql.backends import ClickHouseBackend
 
 RAW_TABLES = {
     # table: the TTL's time expression

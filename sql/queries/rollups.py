@@ -7,7 +7,7 @@ rollup right after writing call `refresh_rollups` instead of waiting.
 
 from __future__ import annotations
 
-from sql.backends import ClickHouseBackend
+from keytrail.sql.backends import ClickHouseBackend
 
 ROLLUP_VIEWS = ("key_usage_hourly_refresh", "key_usage_daily_refresh")
 """The refreshable views, in dependency order (each reads key_usage_minute and usage_events)."""

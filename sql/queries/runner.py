@@ -11,8 +11,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from sql.backends import ClickHouseBackend
-from sql.queries.spec import QuerySpec, UnknownQuery
+from keytrail.sql.backends import ClickHouseBackend
+from keytrail.sql.queries.spec import QuerySpec, UnknownQuery
 
 CANNED_QUERIES = (
     "key_timeline",
@@ -38,7 +38,7 @@ sql/queries/ (e.g. `replay_usage_events`) are internal to the pipeline and never
 @cache
 def query_specs() -> dict[str, QuerySpec]:
     """Every canned query, by name, in the order above."""
-    folder = resources.files("sql") / "queries"
+    folder = resources.files("keytrail.sql") / "queries"
     return {name: QuerySpec.parse(name, (folder / f"{name}.sql").read_text()) for name in CANNED_QUERIES}
 
 

@@ -5,11 +5,11 @@ dispatcher (outbox + webhook/Slack delivery) and the key store. Wire it with
 `wiring.build_alert_engine(clickhouse, keystore)`; see docs/alerts.md.
 """
 
-from stream_processors.alerting.engine import AlertEngine, CycleReport
-from stream_processors.alerting.model import Alert, AlertStatus
-from stream_processors.alerting.rules import AlertRules, load_alert_rules
-from stream_processors.alerting.schedule import PeriodicScan, register_faust_timer, run_periodically
-from stream_processors.alerting.wiring import build_alert_engine
+from keytrail.stream_processors.alerting.engine import AlertEngine, CycleReport
+from keytrail.stream_processors.alerting.model import Alert, AlertStatus
+from keytrail.stream_processors.alerting.rules import AlertRules, load_alert_rules
+from keytrail.stream_processors.alerting.schedule import PeriodicScan, register_faust_timer, run_periodically
+from keytrail.stream_processors.alerting.wiring import build_alert_engine
 
 __all__ = [
     "Alert",

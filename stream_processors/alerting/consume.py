@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 
 from pydantic import ValidationError
 
-from schemas.signals import Signal
-from stream_processors.alerting.engine import AlertEngine, CycleReport
+from keytrail.schemas.signals import Signal
+from keytrail.stream_processors.alerting.engine import AlertEngine, CycleReport
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def consume_signals(
     """
     from confluent_kafka import Consumer
 
-    from schemas.topics import Topics
+    from keytrail.schemas.topics import Topics
 
     consumer = Consumer(
         {

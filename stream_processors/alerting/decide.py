@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from schemas.keys import KeyRecord, KeyStatus
-from schemas.signals import Severity, Signal, SignalKind
-from schemas.timestamps import format_utc_millis, to_utc_millis
-from stream_processors.alerting.model import (
+from keytrail.schemas.keys import KeyRecord, KeyStatus
+from keytrail.schemas.signals import Severity, Signal, SignalKind
+from keytrail.schemas.timestamps import format_utc_millis, to_utc_millis
+from keytrail.stream_processors.alerting.model import (
     MAX_EVIDENCE_VALUES,
     MAX_SIGNAL_IDS,
     SYSTEM_ACTOR,
@@ -21,7 +21,7 @@ from stream_processors.alerting.model import (
     Notification,
     alert_id_for,
 )
-from stream_processors.alerting.rules import (
+from keytrail.stream_processors.alerting.rules import (
     ANOMALY_KINDS,
     EXPIRING_SOON,
     IDLE,

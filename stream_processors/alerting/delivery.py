@@ -19,10 +19,10 @@ from datetime import datetime
 import httpx
 import orjson
 
-from schemas.timestamps import format_utc_millis, to_utc_millis, utc_now
-from stream_processors.alerting.model import Alert, Notification, delivery_id_for
-from stream_processors.alerting.rules import AlertRules, Channel
-from stream_processors.alerting.store import Delivery, DeliveryLog, DeliveryState
+from keytrail.schemas.timestamps import format_utc_millis, to_utc_millis, utc_now
+from keytrail.stream_processors.alerting.model import Alert, Notification, delivery_id_for
+from keytrail.stream_processors.alerting.rules import AlertRules, Channel
+from keytrail.stream_processors.alerting.store import Delivery, DeliveryLog, DeliveryState
 
 log = logging.getLogger(__name__)
 

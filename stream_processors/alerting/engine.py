@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from schemas.keys import KeyRecord
-from schemas.signals import Signal
-from schemas.timestamps import to_utc_millis, utc_now
-from stream_processors.alerting import decide as pure
-from stream_processors.alerting.delivery import AlertDispatcher
-from stream_processors.alerting.model import SYSTEM_ACTOR, Alert, Clear, Decision, DisableKey
-from stream_processors.alerting.rules import IDLE, NEVER_USED, AlertRules
-from stream_processors.alerting.store import AlertStore, Delivery
-from stream_processors.alerting.usage import UsageSource
+from keytrail.schemas.keys import KeyRecord
+from keytrail.schemas.signals import Signal
+from keytrail.schemas.timestamps import to_utc_millis, utc_now
+from keytrail.stream_processors.alerting import decide as pure
+from keytrail.stream_processors.alerting.delivery import AlertDispatcher
+from keytrail.stream_processors.alerting.model import SYSTEM_ACTOR, Alert, Clear, Decision, DisableKey
+from keytrail.stream_processors.alerting.rules import IDLE, NEVER_USED, AlertRules
+from keytrail.stream_processors.alerting.store import AlertStore, Delivery
+from keytrail.stream_processors.alerting.usage import UsageSource
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class AlertEngine:
     def _auto_disable(self, actions: Sequence[DisableKey]) -> list[str]:
         if not actions or self.keystore is None:
             return []
-        from keystore.errors import KeyNotFound, KeyStateConflict
+        from keytrail.keystore.errors import KeyNotFound, KeyStateConflict
 
         done = []
         for action in actions:

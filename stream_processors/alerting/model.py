@@ -9,8 +9,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.signals import Severity
-from schemas.timestamps import UtcMillis
+from keytrail.schemas.signals import Severity
+from keytrail.schemas.timestamps import UtcMillis
 
 ALERT_NAMESPACE = uuid.UUID("2b7d5f0e-3c8a-4a51-9d0e-6b1a7c4e9f21")
 SYSTEM_ACTOR = "keytrail-alerting"

@@ -18,7 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from schemas.signals import Severity, SignalKind
+from keytrail.schemas.signals import Severity, SignalKind
 
 RULES_FILE_VARIABLE = "KEYTRAIL_ALERT_RULES"
 

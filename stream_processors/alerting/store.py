@@ -12,9 +12,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from schemas.timestamps import format_utc_millis, to_utc_millis
-from sql.backends import ClickHouseBackend
-from stream_processors.alerting.model import Alert, AlertStatus
+from keytrail.schemas.timestamps import format_utc_millis, to_utc_millis
+from keytrail.sql.backends import ClickHouseBackend
+from keytrail.stream_processors.alerting.model import Alert, AlertStatus
 
 # ----------------------------------------------------------------------------- alerts
 

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sql.backends import ClickHouseBackend
+from keytrail.sql.backends import ClickHouseBackend
 
 
 class UsageSource(Protocol):

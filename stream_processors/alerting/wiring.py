@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sql.backends import ClickHouseBackend
-from stream_processors.alerting.delivery import AlertDispatcher, WebhookSender
-from stream_processors.alerting.engine import AlertEngine
-from stream_processors.alerting.rules import AlertRules, load_alert_rules
-from stream_processors.alerting.store import ClickHouseAlertStore, ClickHouseDeliveryLog
-from stream_processors.alerting.usage import ClickHouseUsage
+from keytrail.sql.backends import ClickHouseBackend
+from keytrail.stream_processors.alerting.delivery import AlertDispatcher, WebhookSender
+from keytrail.stream_processors.alerting.engine import AlertEngine
+from keytrail.stream_processors.alerting.rules import AlertRules, load_alert_rules
+from keytrail.stream_processors.alerting.store import ClickHouseAlertStore, ClickHouseDeliveryLog
+from keytrail.stream_processors.alerting.usage import ClickHouseUsage
 
 
 def build_alert_engine(

@@ -4,7 +4,7 @@ Nothing here imports Kafka, Faust, ClickHouse or a SQL driver. Faust tables (pro
 and plain dicts (embedded default, tests) both serve as its state.
 """
 
-from stream_processors.core.aggregate import BatchResult, UsageAggregator
-from stream_processors.core.state import KeyState, MinuteAggregate
+from keytrail.stream_processors.core.aggregate import BatchResult, UsageAggregator
+from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
 
 __all__ = ["BatchResult", "KeyState", "MinuteAggregate", "UsageAggregator"]

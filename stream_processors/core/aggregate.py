@@ -6,11 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from schemas.last_used import LastUsed
-from schemas.signals import Signal
-from schemas.usage import DENIAL_OUTCOMES, KeyUsageEvent, Outcome
-from stream_processors.core.clock import EPOCH, from_epoch_ms
-from stream_processors.core.state import OUTCOME_INDEX, OUTCOME_ORDER, KeyState, MinuteAggregate
+from keytrail.schemas.last_used import LastUsed
+from keytrail.schemas.signals import Signal
+from keytrail.schemas.usage import DENIAL_OUTCOMES, KeyUsageEvent, Outcome
+from keytrail.stream_processors.core.clock import EPOCH, from_epoch_ms
+from keytrail.stream_processors.core.state import OUTCOME_INDEX, OUTCOME_ORDER, KeyState, MinuteAggregate
 
 MINUTE_MS = 60_000
 MAX_EVENT_IDS_PER_KEY = 100_000

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from schemas.usage import Outcome
+from keytrail.schemas.usage import Outcome
 
 OUTCOME_ORDER: tuple[Outcome, ...] = tuple(Outcome)
 OUTCOME_INDEX = {outcome: index for index, outcome in enumerate(OUTCOME_ORDER)}

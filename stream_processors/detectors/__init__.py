@@ -6,15 +6,15 @@ and raises at most one signal per key and aligned window, with a message that sa
 See docs/detectors.md.
 """
 
-from stream_processors.core.aggregate import Detector
-from stream_processors.detectors.denial_burst import DenialBurstDetector, DenialBurstThresholds
-from stream_processors.detectors.dormant_key import DormantKeyDetector, DormantKeyThresholds
-from stream_processors.detectors.inactive_key import InactiveKeyDetector, InactiveKeyThresholds
-from stream_processors.detectors.many_ips import ManyIpsDetector, ManyIpsThresholds
-from stream_processors.detectors.new_network import NewNetworkDetector, NewNetworkThresholds
-from stream_processors.detectors.new_route import NewRouteDetector, NewRouteThresholds
-from stream_processors.detectors.rate_spike import RateSpikeDetector, RateSpikeThresholds
-from stream_processors.detectors.unusual_hour import UnusualHourDetector, UnusualHourThresholds
+from keytrail.stream_processors.core.aggregate import Detector
+from keytrail.stream_processors.detectors.denial_burst import DenialBurstDetector, DenialBurstThresholds
+from keytrail.stream_processors.detectors.dormant_key import DormantKeyDetector, DormantKeyThresholds
+from keytrail.stream_processors.detectors.inactive_key import InactiveKeyDetector, InactiveKeyThresholds
+from keytrail.stream_processors.detectors.many_ips import ManyIpsDetector, ManyIpsThresholds
+from keytrail.stream_processors.detectors.new_network import NewNetworkDetector, NewNetworkThresholds
+from keytrail.stream_processors.detectors.new_route import NewRouteDetector, NewRouteThresholds
+from keytrail.stream_processors.detectors.rate_spike import RateSpikeDetector, RateSpikeThresholds
+from keytrail.stream_processors.detectors.unusual_hour import UnusualHourDetector, UnusualHourThresholds
 
 __all__ = [
     "DenialBurstDetector",

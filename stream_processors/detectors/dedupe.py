@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_processors.detectors.event_time import window_of
+from keytrail.stream_processors.detectors.event_time import window_of
 
 
 def claim_window(memory: dict[str, Any], at_ms: int, window_ms: int) -> int | None:

@@ -6,15 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.signals import Severity, Signal, SignalKind
-from schemas.usage import KeyUsageEvent, Outcome
-from stream_processors.core.clock import epoch_ms
-from stream_processors.core.state import OUTCOME_INDEX, KeyState, MinuteAggregate
-from stream_processors.detectors.dedupe import claim_window
-from stream_processors.detectors.event_time import DAY_MS, HOUR_MS, MINUTE_MS, minute_text
-from stream_processors.detectors.levels import CEILING, peak_level, raise_peak
-from stream_processors.detectors.signal_builder import build_signal, clip
-from stream_processors.detectors.wording import count_text, join_names
+from keytrail.schemas.signals import Severity, Signal, SignalKind
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
+from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.core.state import OUTCOME_INDEX, KeyState, MinuteAggregate
+from keytrail.stream_processors.detectors.dedupe import claim_window
+from keytrail.stream_processors.detectors.event_time import DAY_MS, HOUR_MS, MINUTE_MS, minute_text
+from keytrail.stream_processors.detectors.levels import CEILING, peak_level, raise_peak
+from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
+from keytrail.stream_processors.detectors.wording import count_text, join_names
 
 BURST_OUTCOMES = (Outcome.DENIED, Outcome.INVALID, Outcome.RATE_LIMITED)
 """Revoked, expired and disabled have their own detector (use of an inactive key)."""

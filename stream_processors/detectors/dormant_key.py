@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from operator import attrgetter
 
-from schemas.signals import Severity, Signal, SignalKind
-from schemas.usage import KeyUsageEvent
-from stream_processors.core.clock import epoch_ms, from_epoch_ms
-from stream_processors.core.state import KeyState, MinuteAggregate
-from stream_processors.detectors.dedupe import claim_window
-from stream_processors.detectors.event_time import DAY_MS, MINUTE_MS, minute_text
-from stream_processors.detectors.signal_builder import build_signal, clip
-from stream_processors.detectors.wording import plural
+from keytrail.schemas.signals import Severity, Signal, SignalKind
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.stream_processors.core.clock import epoch_ms, from_epoch_ms
+from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
+from keytrail.stream_processors.detectors.dedupe import claim_window
+from keytrail.stream_processors.detectors.event_time import DAY_MS, MINUTE_MS, minute_text
+from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
+from keytrail.stream_processors.detectors.wording import plural
 
 _OCCURRED_AT = attrgetter("occurred_at")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from schemas.timestamps import format_utc_millis
-from stream_processors.core.clock import from_epoch_ms
+from keytrail.schemas.timestamps import format_utc_millis
+from keytrail.stream_processors.core.clock import from_epoch_ms
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS

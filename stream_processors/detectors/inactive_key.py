@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas.signals import Severity, Signal, SignalKind
-from schemas.usage import KeyUsageEvent, Outcome
-from stream_processors.core.clock import epoch_ms
-from stream_processors.core.state import KeyState, MinuteAggregate
-from stream_processors.detectors.dedupe import claim_window
-from stream_processors.detectors.event_time import MINUTE_MS, minute_text
-from stream_processors.detectors.signal_builder import build_signal, clip
+from keytrail.schemas.signals import Severity, Signal, SignalKind
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
+from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
+from keytrail.stream_processors.detectors.dedupe import claim_window
+from keytrail.stream_processors.detectors.event_time import MINUTE_MS, minute_text
+from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
 
 INACTIVE_OUTCOMES: dict[Outcome, Severity] = {
     Outcome.REVOKED: Severity.CRITICAL,

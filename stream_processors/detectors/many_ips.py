@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas.signals import Severity, Signal, SignalKind
-from schemas.usage import KeyUsageEvent
-from stream_processors.core.state import KeyState, MinuteAggregate
-from stream_processors.detectors.dedupe import claim_window
-from stream_processors.detectors.event_time import DAY_MS, HOUR_MS, MINUTE_MS, minute_text
-from stream_processors.detectors.levels import CEILING, level_of, peak_level, raise_peak
-from stream_processors.detectors.networks import networks_with_counts
-from stream_processors.detectors.signal_builder import build_signal
-from stream_processors.detectors.wording import count_text
+from keytrail.schemas.signals import Severity, Signal, SignalKind
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
+from keytrail.stream_processors.detectors.dedupe import claim_window
+from keytrail.stream_processors.detectors.event_time import DAY_MS, HOUR_MS, MINUTE_MS, minute_text
+from keytrail.stream_processors.detectors.levels import CEILING, level_of, peak_level, raise_peak
+from keytrail.stream_processors.detectors.networks import networks_with_counts
+from keytrail.stream_processors.detectors.signal_builder import build_signal
+from keytrail.stream_processors.detectors.wording import count_text
 
 
 @dataclass(frozen=True, slots=True)

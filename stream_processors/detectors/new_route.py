@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from schemas.signals import Severity, Signal, SignalKind
-from schemas.usage import KeyUsageEvent
-from stream_processors.core.clock import epoch_ms
-from stream_processors.core.state import KeyState, MinuteAggregate
-from stream_processors.detectors.dedupe import claim_window, window_open
-from stream_processors.detectors.event_time import EPOCH_ORDINAL, MINUTE_MS, epoch_day, minute_text
-from stream_processors.detectors.levels import ALPHABET
-from stream_processors.detectors.novelty import is_nomadic, least_recent, note_discovery
-from stream_processors.detectors.signal_builder import build_signal, clip
-from stream_processors.detectors.wording import join_names, plural
+from keytrail.schemas.signals import Severity, Signal, SignalKind
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
+from keytrail.stream_processors.detectors.dedupe import claim_window, window_open
+from keytrail.stream_processors.detectors.event_time import EPOCH_ORDINAL, MINUTE_MS, epoch_day, minute_text
+from keytrail.stream_processors.detectors.levels import ALPHABET
+from keytrail.stream_processors.detectors.novelty import is_nomadic, least_recent, note_discovery
+from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
+from keytrail.stream_processors.detectors.wording import join_names, plural
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

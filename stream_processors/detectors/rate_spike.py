@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas.signals import Severity, Signal, SignalKind
-from schemas.usage import KeyUsageEvent
-from stream_processors.core.state import OUTCOME_ORDER, KeyState, MinuteAggregate
-from stream_processors.detectors.dedupe import claim_window
-from stream_processors.detectors.event_time import (
+from keytrail.schemas.signals import Severity, Signal, SignalKind
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.stream_processors.core.state import OUTCOME_ORDER, KeyState, MinuteAggregate
+from keytrail.stream_processors.detectors.dedupe import claim_window
+from keytrail.stream_processors.detectors.event_time import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
@@ -17,10 +17,10 @@ from stream_processors.detectors.event_time import (
     hour_of_week,
     minute_text,
 )
-from stream_processors.detectors.networks import networks_with_counts
-from stream_processors.detectors.signal_builder import build_signal
-from stream_processors.detectors.week_profile import WeekProfile, new_profile
-from stream_processors.detectors.wording import count_text
+from keytrail.stream_processors.detectors.networks import networks_with_counts
+from keytrail.stream_processors.detectors.signal_builder import build_signal
+from keytrail.stream_processors.detectors.week_profile import WeekProfile, new_profile
+from keytrail.stream_processors.detectors.wording import count_text
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from schemas.signals import Severity, Signal, SignalKind, signal_id_for
-from stream_processors.core.clock import from_epoch_ms
-from stream_processors.detectors.event_time import iso_text
+from keytrail.schemas.signals import Severity, Signal, SignalKind, signal_id_for
+from keytrail.stream_processors.core.clock import from_epoch_ms
+from keytrail.stream_processors.detectors.event_time import iso_text
 
 MAX_EVIDENCE_ITEMS = 20
 """At most this many entries per evidence list (IPs, networks, routes, ...)."""

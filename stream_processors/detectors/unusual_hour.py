@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.signals import Severity, Signal, SignalKind
-from schemas.usage import KeyUsageEvent
-from stream_processors.core.clock import epoch_ms
-from stream_processors.core.state import KeyState, MinuteAggregate
-from stream_processors.detectors.dedupe import claim_window
-from stream_processors.detectors.event_time import (
+from keytrail.schemas.signals import Severity, Signal, SignalKind
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
+from keytrail.stream_processors.detectors.dedupe import claim_window
+from keytrail.stream_processors.detectors.event_time import (
     EPOCH_ORDINAL,
     HOUR_MS,
     WEEK_HOURS,
@@ -20,9 +20,15 @@ from stream_processors.detectors.event_time import (
     hour_of_week,
     minute_text,
 )
-from stream_processors.detectors.signal_builder import build_signal, clip
-from stream_processors.detectors.week_counts import EMPTY, MAX_WEEKS, count_at, read_counts, with_count
-from stream_processors.detectors.wording import hour_ranges, plural, weekday_ranges
+from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
+from keytrail.stream_processors.detectors.week_counts import (
+    EMPTY,
+    MAX_WEEKS,
+    count_at,
+    read_counts,
+    with_count,
+)
+from keytrail.stream_processors.detectors.wording import hour_ranges, plural, weekday_ranges
 
 _RECENT_HOURS = 4
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stream_processors.detectors.event_time import WEEK_HOURS
-from stream_processors.detectors.levels import ALPHABET
+from keytrail.stream_processors.detectors.event_time import WEEK_HOURS
+from keytrail.stream_processors.detectors.levels import ALPHABET
 
 MAX_WEEKS = 3
 """Counts saturate here: 'seen in three or more weeks' is as normal as it gets."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_processors.detectors.event_time import WEEK_HOURS, hour_of_week
-from stream_processors.detectors.levels import (
+from keytrail.stream_processors.detectors.event_time import WEEK_HOURS, hour_of_week
+from keytrail.stream_processors.detectors.levels import (
     CEILING,
     level_at,
     level_of,

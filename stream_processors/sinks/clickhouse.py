@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from schemas.last_used import LastUsed
-from schemas.signals import Signal
-from schemas.timestamps import format_utc_millis
-from schemas.usage import KeyUsageEvent
-from sql.backends import ClickHouseBackend, ClickHouseUnavailable
-from stream_processors.core.aggregate import BatchResult, MinuteUsage
+from keytrail.schemas.last_used import LastUsed
+from keytrail.schemas.signals import Signal
+from keytrail.schemas.timestamps import format_utc_millis
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.sql.backends import ClickHouseBackend, ClickHouseUnavailable
+from keytrail.stream_processors.core.aggregate import BatchResult, MinuteUsage
 
 log = logging.getLogger(__name__)
 

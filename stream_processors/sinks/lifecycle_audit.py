@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from schemas.lifecycle import KeyLifecycleEvent
-from schemas.timestamps import format_utc_millis
-from sql.backends import ClickHouseBackend
+from keytrail.schemas.lifecycle import KeyLifecycleEvent
+from keytrail.schemas.timestamps import format_utc_millis
+from keytrail.sql.backends import ClickHouseBackend
 
 
 def lifecycle_row(event: KeyLifecycleEvent) -> dict[str, Any]:

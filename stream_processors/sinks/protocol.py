@@ -2,7 +2,7 @@
 
 from typing import Protocol
 
-from stream_processors.core.aggregate import BatchResult
+from keytrail.stream_processors.core.aggregate import BatchResult
 
 
 class Sink(Protocol):

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import SecretStr
 
-from schemas.keys import KeyRecord, KeyStatus
-from schemas.signals import Severity, Signal, SignalKind, signal_id_for
-from stream_processors.alerting.delivery import AlertDispatcher, WebhookSender
-from stream_processors.alerting.engine import AlertEngine
-from stream_processors.alerting.rules import AlertRules, Channel
-from stream_processors.alerting.store import AlertStore, DeliveryLog
+from keytrail.schemas.keys import KeyRecord, KeyStatus
+from keytrail.schemas.signals import Severity, Signal, SignalKind, signal_id_for
+from keytrail.stream_processors.alerting.delivery import AlertDispatcher, WebhookSender
+from keytrail.stream_processors.alerting.engine import AlertEngine
+from keytrail.stream_processors.alerting.rules import AlertRules, Channel
+from keytrail.stream_processors.alerting.store import AlertStore, DeliveryLog
 
 NOW = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
 SECRET = "whsec-test-0123456789"

@@ -7,12 +7,12 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 
-from sql.backends import ChdbBackend, open_clickhouse
-from sql.migrate import migrate
-from stream_processors.alerting.decide import acknowledge, decide, findings_from_signals, resolve
-from stream_processors.alerting.model import AlertStatus
-from stream_processors.alerting.rules import AlertRules
-from stream_processors.alerting.store import (
+from keytrail.sql.backends import ChdbBackend, open_clickhouse
+from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.alerting.decide import acknowledge, decide, findings_from_signals, resolve
+from keytrail.stream_processors.alerting.model import AlertStatus
+from keytrail.stream_processors.alerting.rules import AlertRules
+from keytrail.stream_processors.alerting.store import (
     ClickHouseAlertStore,
     ClickHouseDeliveryLog,
     Delivery,

@@ -7,12 +7,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from console.cli_alerts import alerts_app
-from console.settings import get_settings
-from sql.backends import ChdbBackend
-from sql.migrate import migrate
-from stream_processors.alerting.engine import AlertEngine
-from stream_processors.alerting.store import ClickHouseAlertStore
+from keytrail.console.cli_alerts import alerts_app
+from keytrail.settings import get_settings
+from keytrail.sql.backends import ChdbBackend
+from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.alerting.engine import AlertEngine
+from keytrail.stream_processors.alerting.store import ClickHouseAlertStore
 from tests.alerting.builders import NOW, revoked_use_signal
 
 runner = CliRunner()

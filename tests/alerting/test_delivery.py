@@ -7,9 +7,9 @@ import time
 import orjson
 import pytest
 
-from sql.backends import ChdbBackend
-from sql.migrate import migrate
-from stream_processors.alerting.delivery import (
+from keytrail.sql.backends import ChdbBackend
+from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.alerting.delivery import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     AlertDispatcher,
@@ -18,8 +18,8 @@ from stream_processors.alerting.delivery import (
     slack_body,
     verify_signature,
 )
-from stream_processors.alerting.rules import AlertRules
-from stream_processors.alerting.store import (
+from keytrail.stream_processors.alerting.rules import AlertRules
+from keytrail.stream_processors.alerting.store import (
     ClickHouseAlertStore,
     ClickHouseDeliveryLog,
     DeliveryState,

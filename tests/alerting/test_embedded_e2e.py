@@ -6,16 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from console.embedded import EmbeddedPipeline
-from console.settings import Settings
-from keystore.store import KeyStore
-from schemas.lifecycle import LifecycleAction
-from schemas.usage import Outcome
-from stream_processors.alerting.model import AlertStatus
-from stream_processors.alerting.rules import INACTIVE_KEY_USE
-from stream_processors.alerting.store import InMemoryDeliveryLog
-from stream_processors.alerting.wiring import build_alert_engine
-from stream_processors.detectors import default_detectors
+from keytrail.console.embedded import EmbeddedPipeline
+from keytrail.keystore.store import KeyStore
+from keytrail.schemas.lifecycle import LifecycleAction
+from keytrail.schemas.usage import Outcome
+from keytrail.settings import Settings
+from keytrail.stream_processors.alerting.model import AlertStatus
+from keytrail.stream_processors.alerting.rules import INACTIVE_KEY_USE
+from keytrail.stream_processors.alerting.store import InMemoryDeliveryLog
+from keytrail.stream_processors.alerting.wiring import build_alert_engine
+from keytrail.stream_processors.detectors import default_detectors
 from tests.alerting.builders import fast_sender, revoked_use_signal, webhook_rules
 from tests.alerting.receiver import http_receiver
 from tests.factories import usage_event

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from schemas.keys import KeyStatus
-from schemas.signals import Severity, SignalKind
-from stream_processors.alerting.decide import (
+from keytrail.schemas.keys import KeyStatus
+from keytrail.schemas.signals import Severity, SignalKind
+from keytrail.stream_processors.alerting.decide import (
     AlertStateConflict,
     acknowledge,
     auto_actions_for_signals,
@@ -17,11 +17,11 @@ from stream_processors.alerting.decide import (
     resolve,
     scan_keys,
 )
-from stream_processors.alerting.engine import AlertEngine
-from stream_processors.alerting.model import AlertStatus
-from stream_processors.alerting.rules import AlertRules, AlertRulesFileError, load_alert_rules
-from stream_processors.alerting.store import InMemoryAlertStore
-from stream_processors.alerting.usage import StaticUsage
+from keytrail.stream_processors.alerting.engine import AlertEngine
+from keytrail.stream_processors.alerting.model import AlertStatus
+from keytrail.stream_processors.alerting.rules import AlertRules, AlertRulesFileError, load_alert_rules
+from keytrail.stream_processors.alerting.store import InMemoryAlertStore
+from keytrail.stream_processors.alerting.usage import StaticUsage
 from tests.alerting.builders import NOW, anomaly_signal, key_record, revoked_use_signal
 
 RULES = AlertRules()

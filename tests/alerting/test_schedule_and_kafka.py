@@ -8,11 +8,11 @@ import time
 
 from confluent_kafka import Producer
 
-from schemas.signals import Signal
-from stream_processors.alerting.consume import consume_signals
-from stream_processors.alerting.engine import AlertEngine
-from stream_processors.alerting.schedule import PeriodicScan, register_faust_timer, run_periodically
-from stream_processors.alerting.store import InMemoryAlertStore, InMemoryDeliveryLog
+from keytrail.schemas.signals import Signal
+from keytrail.stream_processors.alerting.consume import consume_signals
+from keytrail.stream_processors.alerting.engine import AlertEngine
+from keytrail.stream_processors.alerting.schedule import PeriodicScan, register_faust_timer, run_periodically
+from keytrail.stream_processors.alerting.store import InMemoryAlertStore, InMemoryDeliveryLog
 from tests.alerting.builders import NOW, engine_on, revoked_use_signal, webhook_rules
 from tests.alerting.receiver import http_receiver
 

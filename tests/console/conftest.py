@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from console.api import create_app
-from console.embedded import EmbeddedPipeline
-from console.settings import Settings
+from keytrail.console.api import create_app
+from keytrail.console.embedded import EmbeddedPipeline
+from keytrail.settings import Settings
 
 
 @dataclass

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from console.api import create_app
-from console.api.auth import ADMIN_KEY_FILE
+from keytrail.console.api import create_app
+from keytrail.console.api.auth import ADMIN_KEY_FILE
 from tests.console.conftest import bearer
 
 

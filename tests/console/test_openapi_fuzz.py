@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, settings
 
-from console.api import create_app
-from console.embedded import EmbeddedPipeline
-from console.settings import Settings
+from keytrail.console.api import create_app
+from keytrail.console.embedded import EmbeddedPipeline
+from keytrail.settings import Settings
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
 

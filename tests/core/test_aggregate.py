@@ -5,10 +5,10 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.usage import Outcome
-from stream_processors.core import KeyState, UsageAggregator
-from stream_processors.core.clock import epoch_ms
-from stream_processors.state_stores import InMemoryStates
+from keytrail.schemas.usage import Outcome
+from keytrail.stream_processors.core import KeyState, UsageAggregator
+from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.state_stores import InMemoryStates
 from tests.factories import BASE_TIME, usage_event
 
 

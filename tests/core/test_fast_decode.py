@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.usage import KeyUsageEvent
-from schemas.usage_fast import FastUsageEvent, decode_fast
-from stream_processors.codec import InvalidEvent, decode_usage_event, decode_usage_event_strictly
+from keytrail.schemas.codec import InvalidEvent, decode_usage_event, decode_usage_event_strictly
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.schemas.usage_fast import FastUsageEvent, decode_fast
 from tests.factories import usage_event
 
 FIELDS = list(KeyUsageEvent.model_fields)

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from schemas.usage import KeyUsageEvent
-from stream_processors.codec import InvalidEvent, decode_usage_event
+from keytrail.schemas.codec import InvalidEvent, decode_usage_event
+from keytrail.schemas.usage import KeyUsageEvent
 from tests.factories import usage_event
 
 
@@ -70,7 +70,7 @@ def test_ipv6_addresses_are_normalised():
 
 
 def test_secret_shaped_strings_are_redacted_before_dead_lettering():
-    from stream_processors.codec import redact_secrets
+    from keytrail.schemas.codec import redact_secrets
 
     payload = b'{"key_id": "kt_live_AbCdEfGhIjKlMnOpQrStUvWxYz012345_1a2B", "x": 1}'
     redacted = redact_secrets(payload)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.core.state import KeyState, MinuteAggregate
-from stream_processors.state_stores import SerializedStateOverlay
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
+from keytrail.stream_processors.state_stores import SerializedStateOverlay
 from tests.factories import usage_event
 
 

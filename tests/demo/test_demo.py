@@ -28,7 +28,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     env.pop("KEYTRAIL_CLICKHOUSE_URL", None)
     env.pop("KEYTRAIL_KEYSTORE_URL", None)
     completed = subprocess.run(
-        [sys.executable, "-m", "console.demo", "--duration", "20", "--speed", "120",
+        [sys.executable, "-m", "keytrail.console.demo", "--duration", "20", "--speed", "120",
          "--port", str(_free_port()), "--no-browser-hint", "--report", str(report)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
     )

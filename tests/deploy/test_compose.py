@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from console.settings import Settings
+from keytrail.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 SERVICES = {"kafka", "clickhouse", "postgres", "migrate", "worker", "projector"}

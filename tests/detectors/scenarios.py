@@ -7,11 +7,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from schemas.signals import Signal
-from schemas.usage import KeyUsageEvent, Outcome
-from stream_processors.core import UsageAggregator
-from stream_processors.core.aggregate import Detector
-from stream_processors.state_stores import InMemoryStates
+from keytrail.schemas.signals import Signal
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
+from keytrail.stream_processors.core import UsageAggregator
+from keytrail.stream_processors.core.aggregate import Detector
+from keytrail.stream_processors.state_stores import InMemoryStates
 from tests.detectors.traffic import SIM_START, make_event
 
 START = SIM_START

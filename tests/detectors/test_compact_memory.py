@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_processors.detectors.levels import (
+from keytrail.stream_processors.detectors.levels import (
     CEILING,
     level_of,
     lowered,
@@ -13,9 +13,9 @@ from stream_processors.detectors.levels import (
     with_level,
     write_levels,
 )
-from stream_processors.detectors.networks import is_private, network_of, network_text
-from stream_processors.detectors.week_counts import count_at, read_counts, with_count, write_counts
-from stream_processors.detectors.wording import hour_ranges, weekday_ranges
+from keytrail.stream_processors.detectors.networks import is_private, network_of, network_text
+from keytrail.stream_processors.detectors.week_counts import count_at, read_counts, with_count, write_counts
+from keytrail.stream_processors.detectors.wording import hour_ranges, weekday_ranges
 
 levels_168 = st.lists(st.integers(0, 63), min_size=168, max_size=168)
 counts_168 = st.lists(st.integers(0, 3), min_size=168, max_size=168)

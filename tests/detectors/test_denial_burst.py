@@ -2,9 +2,9 @@
 
 from datetime import timedelta
 
-from schemas.signals import Severity, SignalKind
-from schemas.usage import Outcome
-from stream_processors.detectors import DenialBurstDetector
+from keytrail.schemas.signals import Severity, SignalKind
+from keytrail.schemas.usage import Outcome
+from keytrail.stream_processors.detectors import DenialBurstDetector
 from tests.detectors.scenarios import START, burst, later, run, steady
 
 AT = START + timedelta(days=4, hours=16, minutes=45)

@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from schemas.signals import Severity, SignalKind
-from stream_processors.detectors import DormantKeyDetector
+from keytrail.schemas.signals import Severity, SignalKind
+from keytrail.stream_processors.detectors import DormantKeyDetector
 from tests.detectors.scenarios import START, event, run, steady
 
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import pytest
 
-from stream_processors.core import KeyState, UsageAggregator
-from stream_processors.detectors import (
+from keytrail.stream_processors.core import KeyState, UsageAggregator
+from keytrail.stream_processors.detectors import (
     DenialBurstDetector,
     ManyIpsDetector,
     RateSpikeDetector,

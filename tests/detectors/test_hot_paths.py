@@ -3,8 +3,8 @@
 import random
 from datetime import timedelta
 
-from stream_processors.detectors import DormantKeyDetector, UnusualHourDetector
-from stream_processors.detectors.novelty import least_recent
+from keytrail.stream_processors.detectors import DormantKeyDetector, UnusualHourDetector
+from keytrail.stream_processors.detectors.novelty import least_recent
 from tests.detectors.scenarios import START, event, run
 
 

@@ -2,9 +2,9 @@
 
 from datetime import timedelta
 
-from schemas.signals import Severity, SignalKind
-from schemas.usage import Outcome
-from stream_processors.detectors import InactiveKeyDetector
+from keytrail.schemas.signals import Severity, SignalKind
+from keytrail.schemas.usage import Outcome
+from keytrail.stream_processors.detectors import InactiveKeyDetector
 from tests.detectors.scenarios import START, event, run, steady
 
 

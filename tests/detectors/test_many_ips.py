@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from schemas.signals import Severity, SignalKind
-from stream_processors.detectors import ManyIpsDetector
+from keytrail.schemas.signals import Severity, SignalKind
+from keytrail.stream_processors.detectors import ManyIpsDetector
 from tests.detectors.scenarios import START, burst, later, run, steady
 
 AT = START + timedelta(days=9, hours=4, minutes=2)

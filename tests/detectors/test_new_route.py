@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from schemas.signals import Severity, SignalKind
-from stream_processors.detectors import NewRouteDetector
+from keytrail.schemas.signals import Severity, SignalKind
+from keytrail.stream_processors.detectors import NewRouteDetector
 from tests.detectors.scenarios import START, event, run, steady
 
 AFTER = START + timedelta(days=21, hours=10, minutes=3)

@@ -7,8 +7,8 @@ daily rhythm, noise, clustered requests and a little rate limiting, like real ke
 from collections import Counter
 from functools import cache
 
-from stream_processors.core import UsageAggregator
-from stream_processors.detectors import default_detectors
+from keytrail.stream_processors.core import UsageAggregator
+from keytrail.stream_processors.detectors import default_detectors
 from tests.detectors.traffic import BatchJob, KeyTraffic, simulate
 
 DAYS = 42

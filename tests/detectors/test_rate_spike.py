@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from schemas.signals import Severity, SignalKind
-from stream_processors.detectors import RateSpikeDetector
+from keytrail.schemas.signals import Severity, SignalKind
+from keytrail.stream_processors.detectors import RateSpikeDetector
 from tests.detectors.scenarios import START, burst, later, run, steady
 
 SPIKE_AT = START + timedelta(days=8, hours=14, minutes=30)

@@ -5,9 +5,9 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.usage import Outcome
-from stream_processors.core import KeyState, UsageAggregator
-from stream_processors.detectors import (
+from keytrail.schemas.usage import Outcome
+from keytrail.stream_processors.core import KeyState, UsageAggregator
+from keytrail.stream_processors.detectors import (
     DenialBurstDetector,
     DenialBurstThresholds,
     DormantKeyDetector,
@@ -24,7 +24,7 @@ from stream_processors.detectors import (
     UnusualHourDetector,
     UnusualHourThresholds,
 )
-from stream_processors.state_stores import InMemoryStates
+from keytrail.stream_processors.state_stores import InMemoryStates
 from tests.detectors.scenarios import START, burst, event, steady
 
 

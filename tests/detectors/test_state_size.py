@@ -5,7 +5,7 @@ from statistics import median
 
 import orjson
 
-from stream_processors.detectors import default_detectors
+from keytrail.stream_processors.detectors import default_detectors
 from tests.detectors.scenarios import START, event, run
 from tests.detectors.test_normal_change import normal_change_run
 

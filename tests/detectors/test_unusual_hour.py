@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from schemas.signals import Severity, SignalKind
-from stream_processors.detectors import UnusualHourDetector
+from keytrail.schemas.signals import Severity, SignalKind
+from keytrail.stream_processors.detectors import UnusualHourDetector
 from tests.detectors.scenarios import START, event, run, steady
 
 OFFICE = {"hours": range(8, 18), "weekdays": range(5), "every_s": 900}

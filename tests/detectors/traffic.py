@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from schemas.signals import Signal
-from schemas.usage import KeyUsageEvent, Outcome
-from stream_processors.core import UsageAggregator
-from stream_processors.core.state import OUTCOME_INDEX, MinuteAggregate
-from stream_processors.state_stores import InMemoryStates
+from keytrail.schemas.signals import Signal
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
+from keytrail.stream_processors.core import UsageAggregator
+from keytrail.stream_processors.core.state import OUTCOME_INDEX, MinuteAggregate
+from keytrail.stream_processors.state_stores import InMemoryStates
 
 SIM_START = datetime(2026, 3, 2, tzinfo=UTC)
 """A Monday, safely in the past (events are never in the future)."""

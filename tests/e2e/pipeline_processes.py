@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 
 class KeytrailProcess:
-    """`python -m console.cli <command>` with KEYTRAIL_* settings; stopped on exit, even on failure."""
+    """`python -m keytrail.console.cli <command>` with KEYTRAIL_* settings; stopped on exit, even on failure."""
 
     def __init__(self, command: str, env: dict[str, str], log_path: Path) -> None:
         self.command = command
@@ -26,7 +26,7 @@ class KeytrailProcess:
     def start(self) -> KeytrailProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "console.cli", self.command],
+            [sys.executable, "-m", "keytrail.console.cli", self.command],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self

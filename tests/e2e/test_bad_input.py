@@ -12,11 +12,11 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from schemas.timestamps import utc_now
-from schemas.topics import Topics
-from sql.backends import open_clickhouse
-from stream_processors.codec import encode_usage_event
-from stream_processors.topics_admin import ensure_topics
+from keytrail.schemas.codec import encode_usage_event
+from keytrail.schemas.timestamps import utc_now
+from keytrail.schemas.topics import Topics
+from keytrail.sql.backends import open_clickhouse
+from keytrail.stream_processors.topics_admin import ensure_topics
 from tests.e2e.pipeline_processes import KeytrailProcess, consume_all, group_caught_up, wait_until
 from tests.factories import usage_event
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stream_processors.faust_commit import offsets_holding_messages, read_offset_range
+from keytrail.stream_processors.faust_commit import offsets_holding_messages, read_offset_range
 from tests.e2e.pipeline_processes import wait_until
 from tests.producers.conftest import create_topic
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from stream_processors.outputs import BatchPublisher, OutputRecord
+from keytrail.stream_processors.outputs import BatchPublisher, OutputRecord
 from tests.e2e.pipeline_processes import wait_until
 from tests.producers.conftest import PARTITIONS, create_topic, java_murmur2_partition, read_topic
 

@@ -11,13 +11,13 @@ from datetime import timedelta
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from keystore.store import KeyStore
-from schemas.timestamps import utc_now
-from schemas.topics import Topics
-from sql.backends import open_clickhouse
-from stream_processors.codec import encode_usage_event
-from stream_processors.core.clock import epoch_ms
-from stream_processors.topics_admin import ensure_topics
+from keytrail.keystore.store import KeyStore
+from keytrail.schemas.codec import encode_usage_event
+from keytrail.schemas.timestamps import utc_now
+from keytrail.schemas.topics import Topics
+from keytrail.sql.backends import open_clickhouse
+from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.topics_admin import ensure_topics
 from tests.e2e.pipeline_processes import (
     KeytrailProcess,
     describe_group_positions,

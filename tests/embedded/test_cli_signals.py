@@ -5,11 +5,11 @@ from __future__ import annotations
 import orjson
 from typer.testing import CliRunner
 
-from console.cli_signals import signals_app
-from console.embedded import EmbeddedPipeline
-from console.settings import Settings, get_settings
-from schemas.timestamps import utc_now
-from schemas.usage import Outcome
+from keytrail.console.cli_signals import signals_app
+from keytrail.console.embedded import EmbeddedPipeline
+from keytrail.schemas.timestamps import utc_now
+from keytrail.schemas.usage import Outcome
+from keytrail.settings import Settings, get_settings
 from tests.factories import usage_event
 
 

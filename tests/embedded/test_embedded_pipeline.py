@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from console.embedded import EmbeddedPipeline
-from console.settings import Settings
-from stream_processors.detectors import default_detectors
-from stream_processors.replay import replay
+from keytrail.console.embedded import EmbeddedPipeline
+from keytrail.settings import Settings
+from keytrail.stream_processors.detectors import default_detectors
+from keytrail.stream_processors.replay import replay
 from tests.factories import usage_event
 
 

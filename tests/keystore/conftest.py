@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from keystore import InMemoryLifecycleSink, KeyStore
-from schemas.timestamps import to_utc_millis
+from keytrail.keystore import InMemoryLifecycleSink, KeyStore
+from keytrail.schemas.timestamps import to_utc_millis
 
 SECRET = b"test-hashing-secret-0123456789abcdef"
 

@@ -7,11 +7,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from console.cli_keys import expiry_text, keys_app
-from console.settings import get_settings
-from keystore import KeyStore
-from keystore.key_format import parse_key
-from schemas.usage import Outcome
+from keytrail.console.cli_keys import expiry_text, keys_app
+from keytrail.keystore import KeyStore
+from keytrail.keystore.key_format import parse_key
+from keytrail.schemas.usage import Outcome
+from keytrail.settings import get_settings
 
 runner = CliRunner()
 SECRET = "cli-test-hashing-secret-0123456789"

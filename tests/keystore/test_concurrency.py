@@ -5,9 +5,9 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from keystore import KeyAlreadyRotated
-from keystore.tables import api_keys
-from schemas.keys import KeyStatus
+from keytrail.keystore import KeyAlreadyRotated
+from keytrail.keystore.tables import api_keys
+from keytrail.schemas.keys import KeyStatus
 
 ROUNDS = 8
 

@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from keystore import KafkaLifecycleSink, KeyStore
-from schemas.lifecycle import KeyLifecycleEvent, LifecycleAction
+from keytrail.keystore import KafkaLifecycleSink, KeyStore
+from keytrail.schemas.lifecycle import KeyLifecycleEvent, LifecycleAction
 from tests.keystore.conftest import SECRET
 
 

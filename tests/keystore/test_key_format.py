@@ -5,7 +5,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keystore.key_format import (
+from keytrail.keystore.key_format import (
     BASE62_ALPHABET,
     CHECKSUM_LENGTH,
     HINT_LENGTH,
@@ -15,7 +15,7 @@ from keystore.key_format import (
     generate_key,
     parse_key,
 )
-from schemas.usage import SECRET_SHAPE
+from keytrail.schemas.usage import SECRET_SHAPE
 
 envs = st.from_regex(r"\A[a-z0-9]{1,10}\Z")
 # every printable ASCII character, so a change can also hit the separators and the prefix

@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from schemas.last_used import LastUsed
+from keytrail.schemas.last_used import LastUsed
 
 
 def last_used(key_id, project, at, ip="203.0.113.1", event_id="e"):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from keystore import (
+from keytrail.keystore import (
     InvalidKeyRequest,
     KeyAlreadyRotated,
     KeyFilter,
@@ -14,12 +14,12 @@ from keystore import (
     KeySort,
     KeyStateConflict,
 )
-from keystore.key_format import parse_key
-from keystore.tables import api_keys, key_lifecycle_events
-from schemas.keys import KeyStatus
-from schemas.last_used import LastUsed
-from schemas.lifecycle import LifecycleAction
-from schemas.usage import Outcome
+from keytrail.keystore.key_format import parse_key
+from keytrail.keystore.tables import api_keys, key_lifecycle_events
+from keytrail.schemas.keys import KeyStatus
+from keytrail.schemas.last_used import LastUsed
+from keytrail.schemas.lifecycle import LifecycleAction
+from keytrail.schemas.usage import Outcome
 
 
 def stored_text(store) -> str:

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from keystore import (
+from keytrail.keystore import (
     InvalidKeyRequest,
     KeyAlreadyRotated,
     KeyNotFound,
@@ -13,9 +13,9 @@ from keystore import (
     PermissionDenied,
     UnsupportedStoreUrl,
 )
-from keystore.errors import KeyStoreError
-from keystore.key_format import parse_key
-from schemas.lifecycle import LifecycleAction
+from keytrail.keystore.errors import KeyStoreError
+from keytrail.keystore.key_format import parse_key
+from keytrail.schemas.lifecycle import LifecycleAction
 from tests.keystore.conftest import SECRET
 
 

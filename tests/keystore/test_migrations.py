@@ -5,9 +5,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from keystore import migrations
-from keystore.engine import create_store_engine
-from keystore.tables import metadata
+from keytrail.keystore import migrations
+from keytrail.keystore.engine import create_store_engine
+from keytrail.keystore.tables import metadata
 
 
 def test_migrations_produce_the_declared_tables(store_url):
@@ -35,7 +35,7 @@ def test_upgrade_is_idempotent_and_reaches_head(store_url):
 
 
 def test_plain_postgresql_urls_use_psycopg_3():
-    from keystore.engine import normalise_store_url
+    from keytrail.keystore.engine import normalise_store_url
 
     assert normalise_store_url("postgresql://u@h:5432/db") == "postgresql+psycopg://u@h:5432/db"
     assert normalise_store_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
@@ -45,14 +45,14 @@ def test_plain_postgresql_urls_use_psycopg_3():
 def test_an_unsupported_backend_is_refused_with_the_supported_urls():
     import pytest
 
-    from keystore import UnsupportedStoreUrl
+    from keytrail.keystore import UnsupportedStoreUrl
 
     with pytest.raises(UnsupportedStoreUrl, match="sqlite:///PATH or postgresql://"):
         create_store_engine("mysql://u@h/db")
 
 
 def test_a_store_created_at_the_first_revision_upgrades_and_keeps_its_events(store_url, sink, project):
-    from keystore import KeyStore
+    from keytrail.keystore import KeyStore
     from tests.keystore.conftest import SECRET
 
     migrations.upgrade(store_url, revision="0001")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from keystore import Caller, KeyFilter, KeyNotFound, PermissionDenied
-from schemas.keys import KeyStatus
-from schemas.usage import Outcome
+from keytrail.keystore import Caller, KeyFilter, KeyNotFound, PermissionDenied
+from keytrail.schemas.keys import KeyStatus
+from keytrail.schemas.usage import Outcome
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from keystore import ExpirySweeper, sweep_forever
-from schemas.keys import KeyStatus
+from keytrail.keystore import ExpirySweeper, sweep_forever
+from keytrail.schemas.keys import KeyStatus
 
 
 def wait_for(condition, timeout=10.0):

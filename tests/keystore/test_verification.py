@@ -6,9 +6,9 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import event
 
-from keystore import KeyStore
-from keystore.key_format import generate_key
-from schemas.usage import Outcome
+from keytrail.keystore import KeyStore
+from keytrail.keystore.key_format import generate_key
+from keytrail.schemas.usage import Outcome
 
 
 @contextmanager

@@ -10,11 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from flask import Flask, jsonify, request
 
-from keystore.key_format import generate_key
-from keystore.store import KeyStore
-from producers.asgi import KeyTrailMiddleware
-from producers.wsgi import protect_flask
-from schemas.timestamps import to_utc_millis
+from keytrail.keystore.key_format import generate_key
+from keytrail.keystore.store import KeyStore
+from keytrail.producers.asgi import KeyTrailMiddleware
+from keytrail.producers.wsgi import protect_flask
+from keytrail.schemas.timestamps import to_utc_millis
 
 SECRET = b"producers-test-hashing-secret-0123456789"
 PROJECT = "proj_orders"

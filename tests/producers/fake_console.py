@@ -7,7 +7,7 @@ import httpx
 import orjson
 from flask import Flask, Response, request
 
-from stream_processors.codec import InvalidEvent, decode_usage_event
+from keytrail.schemas.codec import InvalidEvent, decode_usage_event
 
 
 class FakeConsole:

@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from console.cli_ingest import ingest, produce
+from keytrail.console.cli_ingest import ingest, produce
 from tests.factories import usage_event
 from tests.infra.ports import free_port
 from tests.producers.conftest import read_topic
@@ -122,7 +122,7 @@ def test_ingest_without_a_console_runs_the_embedded_pipeline(tmp_path):
         "KEYTRAIL_API_URL": f"http://127.0.0.1:{free_port()}",
         "COLUMNS": "200",
     }
-    script = "import typer; from console.cli_ingest import ingest; typer.run(ingest)"
+    script = "import typer; from keytrail.console.cli_ingest import ingest; typer.run(ingest)"
     done = subprocess.run(
         [sys.executable, "-c", script, str(events)],
         env=env,

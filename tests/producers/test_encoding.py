@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producers.encoding import EventIds, UsageEncoder
-from schemas.usage import SECRET_SHAPE, KeyUsageEvent, Outcome
-from stream_processors.codec import InvalidEvent, decode_usage_event, decode_usage_event_strictly
+from keytrail.producers.encoding import EventIds, UsageEncoder
+from keytrail.schemas.codec import InvalidEvent, decode_usage_event, decode_usage_event_strictly
+from keytrail.schemas.usage import SECRET_SHAPE, KeyUsageEvent, Outcome
 
 identifiers = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}", fullmatch=True).filter(
     lambda s: not SECRET_SHAPE.match(s)

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from producers.http_emitter import HttpEmitter
-from producers.inprocess_emitter import InProcessEmitter
+from keytrail.producers.http_emitter import HttpEmitter
+from keytrail.producers.inprocess_emitter import InProcessEmitter
 from tests.producers.fake_console import FakeConsole
 
 INGEST_KEY = "kt_live_ingestkeyingestkeyingestkey12_abc123"
@@ -123,7 +123,7 @@ def test_5xx_is_retried_then_spooled_and_close_keeps_the_spool_for_the_next_emit
 
 
 def test_http_spool_bound_hit_is_counted_and_logged(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="producers")
+    caplog.set_level(logging.WARNING, logger="keytrail.producers")
     console = FakeConsole()
     console.down = True
     emitter = _emitter(console, tmp_path, spool_max_bytes=3000)

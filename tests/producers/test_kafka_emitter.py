@@ -10,8 +10,8 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
-from producers.kafka_emitter import KafkaEmitter
-from stream_processors.codec import InvalidEvent, decode_usage_event
+from keytrail.producers.kafka_emitter import KafkaEmitter
+from keytrail.schemas.codec import InvalidEvent, decode_usage_event
 from tests.e2e.pipeline_processes import wait_until
 from tests.infra.ports import free_port
 from tests.producers.conftest import PARTITIONS, java_murmur2_partition, read_topic
@@ -125,7 +125,7 @@ def test_a_full_local_queue_spills_to_the_spool_and_order_still_holds(kafka_boot
 def test_spool_bound_hit_drops_are_counted_and_logged_and_the_rest_replays_later(
     kafka_bootstrap, usage_topic, tmp_path, caplog
 ):
-    caplog.set_level(logging.WARNING, logger="producers")
+    caplog.set_level(logging.WARNING, logger="keytrail.producers")
     spool_dir = tmp_path / "spool"
     unreachable = f"127.0.0.1:{free_port()}"
     emitter = KafkaEmitter(unreachable, topic=usage_topic, spool_dir=spool_dir, spool_max_bytes=40_000)

@@ -10,8 +10,8 @@ import httpx
 import orjson
 import pytest
 
-from producers.inprocess_emitter import InProcessEmitter
-from producers.verifiers import LocalKeyVerifier
+from keytrail.producers.inprocess_emitter import InProcessEmitter
+from keytrail.producers.verifiers import LocalKeyVerifier
 from tests.producers.apps import PROJECT, SERVICE, fastapi_app, flask_app, make_keyring
 
 ROUTE = {"fastapi": "/v1/orders/{order_id}", "flask": "/v1/orders/<order_id>"}
@@ -163,7 +163,7 @@ def test_the_secret_appears_in_no_event_and_no_log_line(harness, keyring, caplog
     assert len(harness.events) == 15
     recorded = b"\n".join(event.model_dump_json().encode() for event in harness.events)
     logged = caplog.text + "\n".join(str(record.__dict__) for record in caplog.records)
-    assert any(r.name == "producers.middleware" for r in caplog.records), "the middleware logs its decisions"
+    assert any(r.name == "keytrail.producers.middleware" for r in caplog.records), "the middleware logs its decisions"
     for secret in secrets:
         assert secret.encode() not in recorded
         assert secret not in logged
@@ -214,7 +214,7 @@ def test_unknown_routes_are_recorded_as_unmatched_never_as_raw_paths(harness, ke
 
 
 def test_remote_verification_follows_the_verify_contract_and_fails_closed(keyring, caplog):
-    from producers.verifiers import RemoteKeyVerifier
+    from keytrail.producers.verifiers import RemoteKeyVerifier
     from tests.producers.fake_console import FakeConsole
 
     caplog.set_level(logging.DEBUG)

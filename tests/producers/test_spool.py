@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from producers.spool import DiskSpool, SpoolError, record_size
+from keytrail.producers.spool import DiskSpool, SpoolError, record_size
 
 
 def _records(count: int, prefix: str = "e") -> list[tuple[bytes, bytes]]:

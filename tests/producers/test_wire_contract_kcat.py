@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stream_processors.codec import decode_usage_event
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.state_stores import InMemoryStates
+from keytrail.schemas.codec import decode_usage_event
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.state_stores import InMemoryStates
 from tests.producers.conftest import PARTITIONS, java_murmur2_partition, read_topic
 
 pytestmark = pytest.mark.integration

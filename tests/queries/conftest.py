@@ -8,11 +8,11 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 
-from sql.backends import ChdbBackend, ClickHouseBackend, ServerBackend
-from sql.migrate import migrate
-from sql.queries.rollups import refresh_rollups
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.sinks.clickhouse import ClickHouseSink
+from keytrail.sql.backends import ChdbBackend, ClickHouseBackend, ServerBackend
+from keytrail.sql.migrate import migrate
+from keytrail.sql.queries.rollups import refresh_rollups
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from tests.queries import fixture
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from schemas.lifecycle import KeyLifecycleEvent, LifecycleAction
-from schemas.usage import KeyUsageEvent, Outcome
+from keytrail.schemas.lifecycle import KeyLifecycleEvent, LifecycleAction
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
 
 T0 = datetime(2026, 11, 2, 9, 0, 0, tzinfo=UTC)
 WINDOW = {"since": T0 - timedelta(hours=1), "until": T0 + timedelta(hours=2)}

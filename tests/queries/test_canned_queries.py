@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from sql.queries import run_query
+from keytrail.sql.queries import run_query
 from tests.queries.fixture import AT, CREATED, KEY_LIST, SCOPED_CASES, T0, WINDOW, iso, s
 
 

@@ -9,12 +9,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from console.cli_generate import generate
-from console.cli_usage import usage_app
-from console.settings import get_settings
-from schemas.usage import KeyUsageEvent
-from sql.backends import ChdbBackend
-from sql.migrate import migrate
+from keytrail.console.cli_generate import generate
+from keytrail.console.cli_usage import usage_app
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.settings import get_settings
+from keytrail.sql.backends import ChdbBackend
+from keytrail.sql.migrate import migrate
 from tests.queries.conftest import load_fixture
 from tests.queries.fixture import AT, T0
 
@@ -90,7 +90,7 @@ def test_run_any_query_by_name_with_array_parameters(data_dir):
 
 
 def test_idle_and_never_used_read_the_key_list_from_the_key_store(data_dir):
-    from keystore import KeyStore
+    from keytrail.keystore import KeyStore
 
     settings = get_settings()
     store = KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env)

@@ -6,11 +6,11 @@ from typing import Any
 
 import orjson
 
-from sql.backends import ClickHouseBackend
-from sql.queries import run_query
-from sql.queries.rollups import refresh_rollups
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.sinks.clickhouse import ClickHouseSink, usage_event_row
+from keytrail.sql.backends import ClickHouseBackend
+from keytrail.sql.queries import run_query
+from keytrail.sql.queries.rollups import refresh_rollups
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink, usage_event_row
 from tests.queries import fixture
 from tests.queries.conftest import load_fixture
 

@@ -1,4 +1,4 @@
-"""`producers.generator`: realistic, valid, deterministic synthetic usage."""
+"""`keytrail.producers.generator`: realistic, valid, deterministic synthetic usage."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from producers.generator import UsageGenerator, generation_summary, usage_event_row, wire_json_lines
-from schemas.usage import KeyUsageEvent
-from stream_processors.sinks.clickhouse import usage_event_row as sink_usage_event_row
+from keytrail.producers.generator import UsageGenerator, generation_summary, usage_event_row, wire_json_lines
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.stream_processors.sinks.clickhouse import usage_event_row as sink_usage_event_row
 
 END = datetime(2026, 11, 2, tzinfo=UTC)
 

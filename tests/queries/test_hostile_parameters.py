@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from sql.queries import query_spec, run_query
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.sinks.clickhouse import ClickHouseSink
+from keytrail.sql.queries import query_spec, run_query
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from tests.factories import usage_event
 from tests.queries.fixture import AT, T0, WINDOW, s
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sql.queries import (
+from keytrail.sql.queries import (
     InvalidParameter,
     QuerySpec,
     UnknownQuery,
@@ -15,7 +15,7 @@ from sql.queries import (
     query_specs,
     run_query,
 )
-from sql.queries.runner import CANNED_QUERIES
+from keytrail.sql.queries.runner import CANNED_QUERIES
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 

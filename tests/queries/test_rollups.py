@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import pytest
 
-from schemas.timestamps import utc_now
-from sql.queries import run_query
-from sql.queries.retention import RetentionError, apply_retention, current_retention
-from sql.queries.rollups import refresh_rollups
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.sinks.clickhouse import ClickHouseSink
+from keytrail.schemas.timestamps import utc_now
+from keytrail.sql.queries import run_query
+from keytrail.sql.queries.retention import RetentionError, apply_retention, current_retention
+from keytrail.sql.queries.rollups import refresh_rollups
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from tests.queries import fixture
 from tests.queries.fixture import T0, event, s
 

@@ -8,13 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from keystore.store import KeyStore
-from sql.backends import ClickHouseBackend, ClickHouseUnavailable, open_clickhouse
-from sql.migrate import migrate
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.projector import LastUsedProjector
-from stream_processors.sinks.clickhouse import ClickHouseSink
-from stream_processors.state_stores import InMemoryStates
+from keytrail.keystore.store import KeyStore
+from keytrail.sql.backends import ClickHouseBackend, ClickHouseUnavailable, open_clickhouse
+from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.projector import LastUsedProjector
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
+from keytrail.stream_processors.state_stores import InMemoryStates
 from tests.factories import BASE_TIME, usage_event
 
 SECRET = b"outage-test-secret-long-enough"

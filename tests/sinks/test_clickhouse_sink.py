@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from schemas.usage import Outcome
-from schemas.usage_fast import FastUsageEvent
-from sql.backends import ChdbBackend, ClickHouseUnavailable
-from sql.migrate import migrate
-from stream_processors.core.aggregate import UsageAggregator
-from stream_processors.sinks.clickhouse import ClickHouseSink
+from keytrail.schemas.usage import Outcome
+from keytrail.schemas.usage_fast import FastUsageEvent
+from keytrail.sql.backends import ChdbBackend, ClickHouseUnavailable
+from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from tests.factories import usage_event
 
 HOSTILE = [

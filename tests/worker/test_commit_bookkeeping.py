@@ -10,7 +10,7 @@ from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from stream_processors.faust_commit import (
+from keytrail.stream_processors.faust_commit import (
     CommitHoleWatch,
     DeduplicatingAckConsumer,
     DeliveryGapGuard,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from keystore.tables import UtcDateTime
+from keytrail.keystore.tables import UtcDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"

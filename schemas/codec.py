@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from schemas.usage import KeyUsageEvent
-from schemas.usage_fast import FastUsageEvent, decode_fast
+from keytrail.schemas.usage import KeyUsageEvent
+from keytrail.schemas.usage_fast import FastUsageEvent, decode_fast
 
 UsageEvent = KeyUsageEvent | FastUsageEvent
 """What decoding yields: the msgspec mirror on the fast path, the pydantic model otherwise; same attributes."""
