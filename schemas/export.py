@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from keytrail.schemas.envelope import UsageEnvelope
 from keytrail.schemas.keys import KeyRecord
 from keytrail.schemas.last_used import LastUsed
 from keytrail.schemas.lifecycle import KeyLifecycleEvent
@@ -13,6 +14,7 @@ from keytrail.schemas.usage import KeyUsageEvent
 
 EXPORTED_MODELS: dict[str, type[BaseModel]] = {
     "key-usage-event.v1": KeyUsageEvent,
+    "usage-envelope.v1": UsageEnvelope,
     "last-used.v1": LastUsed,
     "key-lifecycle-event.v1": KeyLifecycleEvent,
     "signal.v1": Signal,
