@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keytrail.producers.encoding import UsageEncoder
+from keytrail.schemas.batch_codec import DecodedBatch, decode_lines
 from keytrail.schemas.codec import InvalidEvent, decode_usage_event, redact_secrets
 from keytrail.schemas.topics import Topics
 from keytrail.schemas.usage import KeyUsageEvent
@@ -78,6 +79,49 @@ def _read_events(path: Path, tally: Tally) -> Iterator[list[tuple[int, bytes, Ke
                 yield batch
                 batch = []
     if batch:
+        yield batch
+
+
+DIRECT_BATCH = 50_000
+"""Lines per batch of the direct (in-process) ingest: one columnar batch through the core."""
+
+
+def _read_decoded(path: Path, tally: Tally) -> Iterator[DecodedBatch]:
+    """Batches of valid events decoded in bulk (positions hold line numbers); invalid lines go to `tally`."""
+    lines: list[bytes] = []
+    numbers: list[int] = []
+
+    def decoded() -> DecodedBatch:
+        batch = decode_lines(lines, numbers)
+        for refused in batch.rejected:
+            tally.reject(refused.offset, refused.code, refused.reason, refused.payload)
+        return batch
+
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            tally.lines += 1
+            lines.append(line)
+            numbers.append(number)
+            if len(lines) >= DIRECT_BATCH:
+                yield decoded()
+                lines, numbers = [], []
+    if lines:
+        yield decoded()
+
+
+def _read_decoded_paused(path: Path, tally: Tally) -> Iterator[DecodedBatch]:
+    """`_read_decoded` with the cyclic collector paused while each batch is read and decoded."""
+    from keytrail.stream_processors.core.gc_pause import collector_paused
+
+    batches = _read_decoded(path, tally)
+    while True:
+        with collector_paused():
+            batch = next(batches, None)
+        if batch is None:
+            return
         yield batch
 
 
@@ -239,8 +283,8 @@ def ingest(
         )
         raise typer.Exit(2) from None
     try:
-        for batch in _read_events(file, tally):
-            result = pipeline.ingest([event for _, _, event in batch])
+        for batch in _read_decoded_paused(file, tally):
+            result = pipeline.ingest(batch.events)
             tally.accepted += len(result.accepted)
             tally.late += len(result.late)
             tally.duplicates += result.duplicates

@@ -12,6 +12,7 @@ from keytrail.sql.migrate import migrate
 from keytrail.stream_processors.alerting import PeriodicScan, build_alert_engine
 from keytrail.stream_processors.alerting.engine import AlertEngine
 from keytrail.stream_processors.core.aggregate import BatchResult, UsageAggregator
+from keytrail.stream_processors.core.gc_pause import collector_paused
 from keytrail.stream_processors.detectors import default_detectors
 from keytrail.stream_processors.projector import LastUsedProjector
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
@@ -55,8 +56,9 @@ class EmbeddedPipeline:
 
     def ingest(self, events: Iterable[KeyUsageEvent]) -> BatchResult:
         """Process one batch end to end; returns what the core produced."""
-        result = self.aggregator.process(events, self.states)
-        self.sink.write_batch(result)
+        with collector_paused():
+            result = self.aggregator.process(events, self.states)
+            self.sink.write_batch(result)
         self.projector.apply(result.last_used)
         if self.alerts is not None:
             self.alerts.handle_result(result)

@@ -75,6 +75,39 @@ class MinuteUsage:
 
 
 @dataclass(slots=True)
+class MinuteRows:
+    """The minute rows of a batch as columns (row g = one key-minute); `MinuteUsage` objects on demand."""
+
+    key_id: list[str]
+    project_id: list[str]
+    minute_start_s: np.ndarray
+    requests: np.ndarray
+    errors: np.ndarray
+    denials: np.ndarray
+    outcomes: np.ndarray
+    """Shape (rows, len(OUTCOME_ORDER)): counts per outcome, in OUTCOME_ORDER."""
+    distinct_ips: np.ndarray
+    request_bytes: np.ndarray
+    response_bytes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.key_id)
+
+    def usages(self) -> list[MinuteUsage]:
+        """The rows as MinuteUsage objects (for tests, JSON sinks and small callers)."""
+        names = _OUTCOME_NAMES
+        return [
+            MinuteUsage(key_id, project_id, minute, requests, errors, denials, dict(zip(names, outcomes, strict=True)),
+                        distinct, request_bytes, response_bytes)
+            for key_id, project_id, minute, requests, errors, denials, outcomes, distinct, request_bytes,
+            response_bytes in zip(
+                self.key_id, self.project_id, self.minute_start_s.tolist(), self.requests.tolist(),
+                self.errors.tolist(), self.denials.tolist(), self.outcomes.tolist(), self.distinct_ips.tolist(),
+                self.request_bytes.tolist(), self.response_bytes.tolist(), strict=True)
+        ]
+
+
+@dataclass(slots=True)
 class BatchResult:
     """What one batch produced."""
 
@@ -85,7 +118,8 @@ class BatchResult:
     duplicates: int = 0
     forgotten_event_ids: int = 0
     """Event ids dropped from a hot key's dedupe memory to keep its state under the size bound."""
-    minutes: list[MinuteUsage] = field(default_factory=list)
+    minute_rows: MinuteRows | None = None
+    """Full counts of every key-minute the batch touched, as columns."""
     last_used: list[LastUsed] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     columns: EventColumns | None = None
@@ -94,6 +128,14 @@ class BatchResult:
     """Rows of `columns` that are `accepted`, in the same order."""
     late_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     """Rows of `columns` that are `late`, in the same order."""
+    _minutes: list[MinuteUsage] | None = None
+
+    @property
+    def minutes(self) -> list[MinuteUsage]:
+        """`minute_rows` as MinuteUsage objects (built once, on first use)."""
+        if self._minutes is None:
+            self._minutes = self.minute_rows.usages() if self.minute_rows is not None else []
+        return self._minutes
 
 
 def is_error(event: KeyUsageEvent) -> bool:
@@ -122,10 +164,11 @@ class UsageAggregator:
     ) -> BatchResult:
         """Fold a batch into the per-key states; each key's state is read and written once.
 
-        The batch is handled as columns: lateness, dedupe and the per-(key, minute) counts are
-        numpy operations over the whole batch; Python runs once per distinct key and once per
-        distinct key-minute, never per event (except the id-memory lookups of minutes a key
-        still holds open from earlier batches, one set probe each).
+        The batch is handled as columns: lateness, dedupe, the per-(key, minute) counts, distinct
+        IPs and last used are numpy operations over the whole batch. Python runs once per
+        distinct key, and once per key-minute only where state is involved (a minute the key
+        still holds open from an earlier batch, or one left open for the next) or a detector
+        reads the closed minute; never once per event.
 
         `positions` (the Kafka partition and offset of each event, from the worker; the events of
         one envelope share its offset) make re-delivery after a crash or rebalance recognisable:
@@ -138,187 +181,231 @@ class UsageAggregator:
             return result
         columns = EventColumns.of(events)
         result.columns = columns
+        lateness_and_minute = self.allowed_lateness_ms + MINUTE_MS
+
+        # Keys: a code per distinct key id, rows grouped by key in arrival order.
         key_index: dict[str, int] = {}
         setdefault = key_index.setdefault
         codes = np.fromiter([setdefault(k, len(key_index)) for k in columns.key_id], np.int64, n)
         keys = list(key_index)
-        order = np.argsort(codes, kind="stable")  # grouped by key, arrival order inside a key
+        key_count = len(keys)
+        order = np.argsort(codes, kind="stable")
         sorted_codes = codes[order]
         starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
         ends = np.r_[starts[1:], n]
-        first_rows = order[starts]
+        first_rows = order[starts].tolist()
         project_ids = columns.project_id
         key_states: list[KeyState] = []
         for code, key_id in enumerate(keys):
             state = states.get(key_id)
             if state is None:
-                state = KeyState(project_id=project_ids[int(first_rows[code])])
+                state = KeyState(project_id=project_ids[first_rows[code]])
             key_states.append(state)
 
+        # Lateness: the watermark each row meets is the key's state, then the running max of the
+        # key's rows before it (a segmented running max: the key code sits in the high bits).
         t = columns.t_ms[order]
         minute_s = t // MINUTE_MS * 60
-        # The watermark each row meets: the key's state, then the running max of the rows
-        # before it (segmented by key: the key code sits in the high bits).
-        start_wm = np.fromiter([s.watermark_ms for s in key_states], np.int64, len(keys))
+        start_wm = np.fromiter([s.watermark_ms for s in key_states], np.int64, key_count)
         shifted = sorted_codes << _TIME_BITS
-        running = np.maximum.accumulate(shifted | np.clip(t, 0, _TIME_MAX))
+        clipped = np.clip(t, 0, _TIME_MAX)
+        running = np.maximum.accumulate(shifted | clipped)
         before = np.empty(n, np.int64)
         before[1:] = running[:-1]
         before -= shifted
         before[starts] = -1
-        wm_before = np.maximum(before, start_wm[sorted_codes])
-        late = minute_s * 1000 + (self.allowed_lateness_ms + MINUTE_MS) <= wm_before
-        drop = np.zeros(n, bool)
-        """Rows recognised as counted already: re-deliveries and repeated event ids."""
+        late = minute_s * 1000 + lateness_and_minute <= np.maximum(before, start_wm[sorted_codes])
 
+        # Dedupe: re-delivered rows, ids an open minute of the state holds, repeats in the batch.
         ids = columns.event_int
-        sorted_ids = [ids[i] for i in order.tolist()]
+        drop = np.zeros(n, bool)
         if positions is not None:
             partitions = np.fromiter([p for p, _ in positions], np.int64, n)[order]
             offsets = np.fromiter([o for _, o in positions], np.int64, n)[order]
-        # Re-delivered rows and ids already held by an open minute of the key's state.
+        order_list: list[int] | None = None
         for code, state in enumerate(key_states):
-            if not state.open_minutes and state.source is None:
+            open_minutes = state.open_minutes
+            source = state.source if positions is not None else None
+            if not open_minutes and source is None:
                 continue
             a, b = int(starts[code]), int(ends[code])
-            open_minutes = state.open_minutes
-            candidates = None
-            if positions is not None and state.source is not None:
-                partition, applied = state.source
-                candidates = (partitions[a:b] == partition) & (offsets[a:b] <= applied)
-            key_minutes = minute_s[a:b].tolist()
-            key_late = late[a:b].tolist()
-            for j in range(b - a):
-                redelivered = candidates is not None and candidates[j]
-                if key_late[j]:
-                    if redelivered:
-                        drop[a + j] = True  # closed minute, folded before: counted then
-                    continue
-                aggregate = open_minutes.get(key_minutes[j])
-                if aggregate is None:
-                    continue  # nothing of this minute was ever counted
-                if redelivered and len(aggregate.event_ids) < aggregate.requests:
+            if source is not None:
+                redelivered = (partitions[a:b] == source[0]) & (offsets[a:b] <= source[1])
+                drop[a:b] |= redelivered & late[a:b]  # closed minute, folded before: counted then
+            else:
+                redelivered = None
+            if not open_minutes:
+                continue
+            in_open = np.flatnonzero(~late[a:b] & np.isin(minute_s[a:b], list(open_minutes)))
+            if not len(in_open):
+                continue
+            if order_list is None:
+                order_list = order.tolist()
+            for j in in_open.tolist():
+                aggregate = open_minutes[int(minute_s[a + j])]
+                if redelivered is not None and redelivered[j] and len(aggregate.event_ids) < aggregate.requests:
                     drop[a + j] = True  # ids forgotten (hot key): the offset decides
-                elif sorted_ids[a + j] in aggregate.event_ids:
+                elif ids[order_list[a + j]] in aggregate.event_ids:
                     drop[a + j] = True
-        # Repeated ids inside the batch: the first occurrence counts.
-        if len(set(sorted_ids)) != n:
+        if len(set(ids)) != n:
             seen: set[int] = set()
-            for j, event_int in enumerate(sorted_ids):
+            repeated = np.zeros(n, bool)
+            for i, event_int in enumerate(ids):
                 if event_int in seen:
-                    drop[j] = True
+                    repeated[i] = True
                 else:
                     seen.add(event_int)
-        late_rows = late & ~drop
+            drop |= repeated[order]
         fresh = ~late & ~drop
         result.duplicates = int(drop.sum())
-        result.late_index = order[late_rows]
+        result.late_index = order[late & ~drop]
 
-        # Per (key, minute) counts of the fresh rows, in one sort.
+        # Groups: the fresh rows by (key, minute), arrival order inside a group.
         fresh_pos = np.flatnonzero(fresh)
-        f_codes = sorted_codes[fresh_pos]
-        f_minutes = minute_s[fresh_pos]
-        group_order = np.lexsort((f_minutes, f_codes))  # stable: arrival order inside a group
+        result.accepted_index = order[fresh_pos]
+        group_order = np.lexsort((minute_s[fresh_pos], sorted_codes[fresh_pos]))
         g_pos = fresh_pos[group_order]
         g_rows = order[g_pos]
-        result.accepted_index = order[fresh_pos]
-        g_codes = f_codes[group_order]
-        g_minutes = f_minutes[group_order]
+        g_codes = sorted_codes[g_pos]
+        g_minutes = minute_s[g_pos]
         m = len(g_pos)
+        key_end_wm = np.maximum(start_wm, np.maximum.reduceat(clipped, starts))
+        signals = result.signals
         if m:
             g_starts = np.flatnonzero(np.r_[True, (g_codes[1:] != g_codes[:-1]) | (g_minutes[1:] != g_minutes[:-1])])
-            requests = np.diff(np.r_[g_starts, m]).tolist()
-            errors = np.add.reduceat(columns.is_error[g_rows].astype(np.int64), g_starts).tolist()
-            denials = np.add.reduceat(columns.is_denial[g_rows].astype(np.int64), g_starts).tolist()
-            request_bytes = np.add.reduceat(columns.request_bytes[g_rows], g_starts).tolist()
-            response_bytes = np.add.reduceat(columns.response_bytes[g_rows], g_starts).tolist()
-            group_of_row = np.repeat(np.arange(len(g_starts)), np.diff(np.r_[g_starts, m]))
-            outcome_counts = np.bincount(
-                group_of_row * _OUTCOME_COUNT + columns.outcome_code[g_rows], minlength=len(g_starts) * _OUTCOME_COUNT
-            ).reshape(-1, _OUTCOME_COUNT).tolist()
-            group_codes = g_codes[g_starts].tolist()
-            group_minutes = g_minutes[g_starts].tolist()
-            g_start_list = g_starts.tolist() + [m]
-            row_list = g_rows.tolist()
-            ips = columns.client_ip
-            group_ips = [ips[i] for i in row_list]
-            group_ids = [ids[i] for i in row_list]
+            group_count = len(g_starts)
+            sizes = np.diff(np.r_[g_starts, m])
+            group_of_row = np.repeat(np.arange(group_count), sizes)
+            requests = sizes.astype(np.int64)
+            errors = np.add.reduceat(columns.is_error[g_rows].astype(np.int64), g_starts)
+            denials = np.add.reduceat(columns.is_denial[g_rows].astype(np.int64), g_starts)
+            request_bytes = np.add.reduceat(columns.request_bytes[g_rows], g_starts)
+            response_bytes = np.add.reduceat(columns.response_bytes[g_rows], g_starts)
+            outcomes = np.bincount(group_of_row * _OUTCOME_COUNT + columns.outcome_code[g_rows],
+                                   minlength=group_count * _OUTCOME_COUNT).reshape(group_count, _OUTCOME_COUNT)
+            ip_index: dict[str, int] = {}
+            ip_default = ip_index.setdefault
+            ip_codes = np.fromiter([ip_default(ip, len(ip_index)) for ip in columns.client_ip], np.int64, n)
+            pairs = np.unique(group_of_row * max(len(ip_index), 1) + ip_codes[g_rows])
+            distinct_ips = np.bincount(pairs // max(len(ip_index), 1), minlength=group_count)
+            group_codes = g_codes[g_starts]
+            group_minutes = g_minutes[g_starts]
+            stays_open = group_minutes * 1000 + lateness_and_minute > key_end_wm[group_codes]
+            # Python per group only where state is involved, or a detector reads the closed minute.
+            involved = stays_open.copy()
+            for code in np.unique(group_codes).tolist():
+                if key_states[code].open_minutes:
+                    held = key_states[code].open_minutes
+                    lo, hi = np.searchsorted(group_codes, [code, code + 1])
+                    involved[lo:hi] |= np.isin(group_minutes[lo:hi], list(held))
+            wanted = np.flatnonzero(involved | bool(self.detectors)).tolist()
+            closed_here: dict[int, list[tuple[int, MinuteAggregate]]] = {}
+            if wanted:
+                g_bounds = np.r_[g_starts, m].tolist()
+                row_list = g_rows.tolist()
+                ips = columns.client_ip
+                codes_list = group_codes.tolist()
+                minutes_list = group_minutes.tolist()
+                open_list = stays_open.tolist()
+                involved_list = involved.tolist()
+                for g in wanted:
+                    lo, hi = g_bounds[g], g_bounds[g + 1]
+                    rows = row_list[lo:hi]
+                    code = codes_list[g]
+                    minute = minutes_list[g]
+                    if not involved_list[g]:  # closes in this batch, never held: for the detectors only
+                        closed_here.setdefault(code, []).append((minute, MinuteAggregate(
+                            int(requests[g]), int(errors[g]), int(denials[g]), outcomes[g].tolist(),
+                            {ips[i] for i in rows}, int(request_bytes[g]), int(response_bytes[g]), set())))
+                        continue
+                    open_minutes = key_states[code].open_minutes
+                    aggregate = open_minutes.get(minute)
+                    if aggregate is None:
+                        aggregate = open_minutes[minute] = MinuteAggregate()
+                    aggregate.requests += int(requests[g])
+                    aggregate.errors += int(errors[g])
+                    aggregate.denials += int(denials[g])
+                    aggregate.request_bytes += int(request_bytes[g])
+                    aggregate.response_bytes += int(response_bytes[g])
+                    aggregate.outcomes = [x + y for x, y in zip(aggregate.outcomes, outcomes[g].tolist(), strict=True)]
+                    aggregate.ips.update([ips[i] for i in rows])
+                    aggregate.event_ids.update([ids[i] for i in rows])
+                    # The row is the minute's full value: the state's counts, this batch included.
+                    requests[g], errors[g], denials[g] = aggregate.requests, aggregate.errors, aggregate.denials
+                    request_bytes[g], response_bytes[g] = aggregate.request_bytes, aggregate.response_bytes
+                    outcomes[g] = aggregate.outcomes
+                    distinct_ips[g] = len(aggregate.ips)
+                    if not open_list[g]:
+                        pass  # closed below by _close_minutes, with the state's other minutes
+            result.minute_rows = MinuteRows(
+                key_id=[keys[c] for c in group_codes.tolist()],
+                project_id=[key_states[c].project_id for c in group_codes.tolist()],
+                minute_start_s=group_minutes, requests=requests, errors=errors, denials=denials,
+                outcomes=outcomes, distinct_ips=distinct_ips, request_bytes=request_bytes,
+                response_bytes=response_bytes,
+            )
+            # Last used per key: the newest fresh row, ties broken by the larger event id text.
+            g_t = t[g_pos]
+            key_starts = np.flatnonzero(np.r_[True, g_codes[1:] != g_codes[:-1]])
+            newest = np.maximum.reduceat(g_t, key_starts)
+            key_sizes = np.diff(np.r_[key_starts, m])
+            at_newest = np.flatnonzero(g_t == np.repeat(newest, key_sizes))
+            touched_codes = g_codes[key_starts].tolist()
+            fresh_counts = key_sizes.tolist()
+            candidates: dict[int, list[int]] = {}
+            for position, code in zip(at_newest.tolist(), g_codes[at_newest].tolist(), strict=True):
+                candidates.setdefault(code, []).append(int(g_rows[position]))
+            for code, newest_ms, count in zip(touched_codes, newest.tolist(), fresh_counts, strict=True):
+                state = key_states[code]
+                state.total_requests += count
+                self._take_last_used(keys[code], state, events, candidates[code], newest_ms, result)
+            fresh_rows_of: dict[int, tuple[int, int]] = {}
+            bounds = np.r_[key_starts, m].tolist()
+            for k, code in enumerate(touched_codes):
+                fresh_rows_of[code] = (bounds[k], bounds[k + 1])
         else:
-            group_codes = []
-
-        # Last used per key: the newest fresh row, ties broken by the larger event id text.
-        events_list = events
-        touched_by_code: dict[int, list[int]] = {}
-        for g, code in enumerate(group_codes):
-            touched_by_code.setdefault(code, []).append(g)
-        for code, groups in touched_by_code.items():
-            key_id = keys[code]
-            state = key_states[code]
-            open_minutes = state.open_minutes
-            for g in groups:
-                minute = group_minutes[g]
-                aggregate = open_minutes.get(minute)
-                if aggregate is None:
-                    aggregate = open_minutes[minute] = MinuteAggregate()
-                lo, hi = g_start_list[g], g_start_list[g + 1]
-                aggregate.requests += requests[g]
-                aggregate.errors += errors[g]
-                aggregate.denials += denials[g]
-                aggregate.request_bytes += request_bytes[g]
-                aggregate.response_bytes += response_bytes[g]
-                aggregate.outcomes = [x + y for x, y in zip(aggregate.outcomes, outcome_counts[g], strict=True)]
-                aggregate.ips.update(group_ips[lo:hi])
-                aggregate.event_ids.update(group_ids[lo:hi])
-                result.minutes.append(self._minute_usage(key_id, state.project_id, minute, aggregate))
-            lo, hi = g_start_list[groups[0]], g_start_list[groups[-1] + 1]
-            self._take_last_used(key_id, state, events_list, row_list[lo:hi], result)
-            state.total_requests += hi - lo
+            fresh_rows_of = {}
+            closed_here = {}
 
         # Watermarks, closing, detectors, positions: once per key of the batch.
-        key_ends_t = np.maximum.reduceat(np.clip(t, 0, _TIME_MAX), starts).tolist() if n else []
+        end_wm = key_end_wm.tolist()
         if positions is not None:
             last_partition = partitions[ends - 1].tolist()
+        g_row_list = g_rows.tolist() if self.detectors and m else []
         for code, state in enumerate(key_states):
             key_id = keys[code]
-            if key_ends_t[code] > state.watermark_ms and code in touched_by_code:
-                state.watermark_ms = key_ends_t[code]
+            span = fresh_rows_of.get(code)
+            if span is not None:
+                state.watermark_ms = end_wm[code]
             closed = self._close_minutes(state)
+            here = closed_here.get(code)
+            if here:
+                closed = sorted(closed + here, key=_minute_of) if closed else here
             result.forgotten_event_ids += self._bound_dedupe_memory(state.open_minutes)
             if self.detectors:
-                groups = touched_by_code.get(code)
-                if groups:
-                    lo, hi = g_start_list[groups[0]], g_start_list[groups[-1] + 1]
-                    key_rows = sorted(row_list[lo:hi])
-                    fresh_events = [events_list[i] for i in key_rows]
-                else:
-                    fresh_events = []
+                fresh_events = [events[i] for i in sorted(g_row_list[span[0]:span[1]])] if span else []
                 for detector in self.detectors:
-                    result.signals.extend(detector.observe(key_id, state, fresh_events, closed))
+                    signals.extend(detector.observe(key_id, state, fresh_events, closed))
             if positions is not None:
                 a, b = int(starts[code]), int(ends[code])
                 partition = last_partition[code]
-                newest = int(offsets[a:b][partitions[a:b] == partition].max())
+                newest_offset = int(offsets[a:b][partitions[a:b] == partition].max())
                 source = state.source
                 if source is not None and source[0] == partition:
-                    newest = max(newest, source[1])  # a re-delivered batch never moves it back
-                state.source = (partition, newest)
+                    newest_offset = max(newest_offset, source[1])  # a re-delivered batch never moves it back
+                state.source = (partition, newest_offset)
             states[key_id] = state
-        result.accepted = [events_list[i] for i in result.accepted_index.tolist()]
-        result.late = [events_list[i] for i in result.late_index.tolist()]
+        result.accepted = [events[i] for i in result.accepted_index.tolist()]
+        result.late = [events[i] for i in result.late_index.tolist()]
         return result
 
     @staticmethod
-    def _take_last_used(key_id: str, state: KeyState, events: Sequence[Any], rows: list[int],
+    def _take_last_used(key_id: str, state: KeyState, events: Sequence[Any], tied: list[int], newest: int,
                         result: BatchResult) -> None:
-        """Move the key's last used to its newest row of `rows` if newer (ties: larger event id text)."""
-        columns = result.columns
-        assert columns is not None
-        t_ms = columns.t_ms[rows]
-        newest = int(t_ms.max())
+        """Move the key's last used to the newest of its fresh rows if newer (ties: larger event id text)."""
         if newest < state.last_used_ms:
             return
-        tied = [rows[j] for j in np.flatnonzero(t_ms == newest).tolist()]
-        best = max(tied, key=lambda i: str(events[i].event_id))
+        best = tied[0] if len(tied) == 1 else max(tied, key=lambda i: str(events[i].event_id))
         best_id = str(events[best].event_id)
         if newest == state.last_used_ms and best_id <= state.last_used_event_id:
             return
@@ -388,3 +475,7 @@ class UsageAggregator:
             request_bytes=aggregate.request_bytes,
             response_bytes=aggregate.response_bytes,
         )
+
+
+def _minute_of(item: tuple[int, MinuteAggregate]) -> int:
+    return item[0]

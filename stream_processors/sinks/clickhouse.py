@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter, itemgetter
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -18,7 +19,8 @@ from keytrail.schemas.signals import Signal
 from keytrail.schemas.timestamps import format_utc_millis
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.sql.backends import ClickHouseBackend, ClickHouseUnavailable
-from keytrail.stream_processors.core.aggregate import BatchResult, MinuteUsage
+from keytrail.stream_processors.core.aggregate import BatchResult, MinuteRows, MinuteUsage
+from keytrail.stream_processors.core.state import OUTCOME_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,64 @@ def usage_events_table(accepted: Sequence[KeyUsageEvent], late: Sequence[KeyUsag
     )
 
 
+def usage_events_table_of(result: BatchResult) -> pa.Table:
+    """`usage_events` rows of a batch from its columns: one Arrow block, no event object touched.
+
+    The batch's columns become Arrow arrays once (strings in C, times from the core's epoch
+    milliseconds) and the accepted and late rows are taken out of them by index.
+    """
+    columns = result.columns
+    assert columns is not None
+    raw = columns.raw
+    rows = np.concatenate([result.accepted_index, result.late_index])
+    on_time = np.zeros(len(rows), np.uint8)
+    on_time[: len(result.accepted_index)] = 1
+    table = pa.table(
+        {
+            "event_id": pa.array([value.bytes for value in raw["event_id"]], pa.binary(16)),
+            "occurred_at": pa.array(columns.t_ms, pa.int64()).cast(_UTC_MS),
+            "key_id": pa.array(columns.key_id, _STRING),
+            "project_id": pa.array(columns.project_id, _STRING),
+            "service": pa.array(raw["service"], _STRING),
+            "method": pa.array(raw["method"], _STRING),
+            "route": pa.array(raw["route"], _STRING),
+            "status": pa.array(raw["status"], pa.uint16()),
+            "outcome": pa.array(raw["outcome"], _STRING),
+            "latency_ms": pa.array(raw["latency_ms"], pa.float64()),
+            "request_bytes": pa.array(columns.request_bytes, pa.int64()).cast(_UINT64),
+            "response_bytes": pa.array(columns.response_bytes, pa.int64()).cast(_UINT64),
+            "client_ip": pa.array(columns.client_ip, _STRING),
+            "user_agent": pa.array(raw["user_agent"], _STRING),
+            "request_id": pa.array(raw["request_id"], _STRING),
+        }
+    )
+    if len(rows) != table.num_rows or not (rows[:-1] < rows[1:]).all():
+        table = table.take(pa.array(rows))
+    return table.append_column("on_time", pa.array(on_time, pa.uint8()))
+
+
+def minute_rows_table(rows: MinuteRows) -> pa.Table:
+    """`key_usage_minute` rows straight from the core's minute columns (one Arrow block)."""
+    if tuple(o.value for o in OUTCOME_ORDER) != _OUTCOMES:
+        raise ValueError("key_usage_minute's outcome columns no longer match the contract's outcomes")
+    requests = pa.array(rows.requests, pa.int64()).cast(_UINT64)
+    columns: dict[str, pa.Array] = {
+        "key_id": pa.array(rows.key_id, _STRING),
+        "project_id": pa.array(rows.project_id, _STRING),
+        "minute": pa.array(rows.minute_start_s, pa.int64()).cast(pa.uint32()),
+        "requests": requests,
+        "errors": pa.array(rows.errors, pa.int64()).cast(_UINT64),
+        "denials": pa.array(rows.denials, pa.int64()).cast(_UINT64),
+    }
+    for index, name in enumerate(_OUTCOMES):
+        columns[f"outcome_{name}"] = pa.array(np.ascontiguousarray(rows.outcomes[:, index]), pa.int64()).cast(_UINT64)
+    columns["distinct_ips"] = pa.array(rows.distinct_ips, pa.int64()).cast(pa.uint32())
+    columns["request_bytes"] = pa.array(rows.request_bytes, pa.int64()).cast(_UINT64)
+    columns["response_bytes"] = pa.array(rows.response_bytes, pa.int64()).cast(_UINT64)
+    columns["revision"] = requests
+    return pa.table(columns)
+
+
 def minutes_table(minutes: Sequence[MinuteUsage]) -> pa.Table:
     """The `key_usage_minute` rows of minute aggregates as one Arrow block."""
     (
@@ -290,10 +350,13 @@ class ClickHouseSink:
             return
         blocks: list[tuple[str, Callable[[], None], int]] = []
         if result.accepted or result.late:
-            block = usage_events_table(result.accepted, result.late)
+            if result.columns is not None:
+                block = usage_events_table_of(result)
+            else:
+                block = usage_events_table(result.accepted, result.late)
             blocks.append(("usage_events", lambda b=block: insert_arrow("usage_events", b), block.num_rows))
-        if result.minutes:
-            block = minutes_table(result.minutes)
+        if result.minute_rows is not None and len(result.minute_rows):
+            block = minute_rows_table(result.minute_rows)
             blocks.append(
                 ("key_usage_minute", lambda b=block: insert_arrow("key_usage_minute", b), block.num_rows)
             )
