@@ -231,12 +231,16 @@ class UsageAggregator:
             a, b = int(starts[code]), int(ends[code])
             if source is not None:
                 redelivered = (partitions[a:b] == source[0]) & (offsets[a:b] <= source[1])
-                drop[a:b] |= redelivered & late[a:b]  # closed minute, folded before: counted then
+                closed_at_start = minute_s[a:b] * 1000 + lateness_and_minute <= state.watermark_ms
+                drop[a:b] |= redelivered & closed_at_start  # closed minute, folded before: counted then
             else:
                 redelivered = None
             if not open_minutes:
                 continue
-            in_open = np.flatnonzero(~late[a:b] & np.isin(minute_s[a:b], list(open_minutes)))
+            # A re-delivered row is judged by the state as it was (counted then or not), even if
+            # this batch's newer rows have since made it late; any other row only if on time.
+            judged = ~late[a:b] if redelivered is None else (~late[a:b] | redelivered)
+            in_open = np.flatnonzero(judged & np.isin(minute_s[a:b], list(open_minutes)))
             if not len(in_open):
                 continue
             if order_list is None:
@@ -255,7 +259,7 @@ class UsageAggregator:
                     repeated[i] = True
                 else:
                     seen.add(event_int)
-            drop |= repeated[order]
+            drop |= repeated[order] & ~late  # a late row is late, repeated or not (as before)
         fresh = ~late & ~drop
         result.duplicates = int(drop.sum())
         result.late_index = order[late & ~drop]
