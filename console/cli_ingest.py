@@ -272,10 +272,13 @@ def ingest(
         _ingest_over_http(file, tally, url, _ingest_key(api_key, settings.data_dir))
         _finish(tally, _rejects_path(file, rejects), f"console {url}", started)
         return
-    from keytrail.console.embedded import EmbeddedPipeline
+    from keytrail.console.embedded import EmbeddedPipeline, StoreInUse
 
     try:
         pipeline = EmbeddedPipeline(settings)
+    except StoreInUse as in_use:
+        console.print(f"[red]error:[/red] {in_use}", soft_wrap=True)
+        raise typer.Exit(2) from None
     except Exception as error:  # noqa: BLE001 - one clear line instead of a traceback
         console.print(
             f"[red]error:[/red] no console answers at {url} and the embedded store at {settings.data_dir} "

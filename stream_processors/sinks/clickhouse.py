@@ -320,6 +320,51 @@ def last_used_table(records: Sequence[LastUsed]) -> pa.Table:
     )
 
 
+_DENIALS_SQL = ", ".join(f"'{o.value}'" for o in OUTCOME_ORDER if o.value in
+                        ("denied", "invalid", "expired", "revoked", "disabled", "rate_limited"))
+RECOUNT_LATE_MINUTES = f"""
+INSERT INTO key_usage_minute
+    (key_id, project_id, minute, requests, errors, denials, {", ".join(f"outcome_{o}" for o in _OUTCOMES)},
+     distinct_ips, request_bytes, response_bytes, revision)
+SELECT e_key AS key_id, any(e_project), toStartOfMinute(e_at) AS minute, count(),
+       countIf(e_outcome = 'error' OR e_status >= 500), countIf(e_outcome IN ({_DENIALS_SQL})),
+       {", ".join(f"countIf(e_outcome = '{o}')" for o in _OUTCOMES)},
+       uniqExact(e_ip), sum(e_request_bytes), sum(e_response_bytes), count()
+FROM
+(
+    SELECT event_id, any(key_id) AS e_key, any(project_id) AS e_project, any(occurred_at) AS e_at,
+           any(outcome) AS e_outcome, any(status) AS e_status, any(client_ip) AS e_ip,
+           any(request_bytes) AS e_request_bytes, any(response_bytes) AS e_response_bytes
+    FROM usage_events
+    WHERE key_id IN {{keys:Array(String)}}
+      AND occurred_at >= toDateTime64({{since:UInt32}}, 3, 'UTC')
+      AND occurred_at < toDateTime64({{until:UInt32}}, 3, 'UTC')
+    GROUP BY event_id
+)
+WHERE has(arrayZip({{pair_keys:Array(String)}}, {{pair_minutes:Array(UInt32)}}),
+          (e_key, toUInt32(toStartOfMinute(e_at))))
+GROUP BY e_key, minute
+"""
+"""Full rows of the minutes late events fell into, recounted from the audit trail (deduplicated by
+event id). A recount holds every event stored for the minute, so its revision (its request count)
+is at least that of any row written before: it wins, and late events count exactly once."""
+
+
+def late_minutes(result: BatchResult) -> tuple[list[str], list[int]]:
+    """The distinct (key, minute) pairs of a batch's late events, as two parallel lists."""
+    if not result.late:
+        return [], []
+    if result.columns is not None:
+        rows = result.late_index.tolist()
+        keys = result.columns.key_id
+        minutes = (result.columns.t_ms[result.late_index] // 60_000 * 60).tolist()
+        pairs = sorted({(keys[r], m) for r, m in zip(rows, minutes, strict=True)})
+    else:
+        epoch = _EPOCH
+        pairs = sorted({(e.key_id, int((e.occurred_at - epoch).total_seconds()) // 60 * 60) for e in result.late})
+    return [k for k, _ in pairs], [m for _, m in pairs]
+
+
 class ClickHouseSink:
     """Writes raw events, minute aggregates, last used and signals; blocks and retries while ClickHouse is down.
 
@@ -342,6 +387,7 @@ class ClickHouseSink:
         self._lock = threading.Lock()
         self.retries = 0
         self.rows_written = 0
+        self.late_minutes_recounted = 0
 
     def write_batch(self, result: BatchResult) -> None:
         insert_arrow = getattr(self.backend, "insert_arrow", None)
@@ -371,6 +417,18 @@ class ClickHouseSink:
             for table, insert, rows in blocks:
                 self._retrying(table, insert)
                 self.rows_written += rows
+            self._recount_late(result)
+
+    def _recount_late(self, result: BatchResult) -> None:
+        """Late events are in the audit trail now: rewrite their minutes' full rows from it."""
+        keys, minutes = late_minutes(result)
+        if not keys:
+            return
+        params = {"keys": sorted(set(keys)), "since": min(minutes), "until": max(minutes) + 60,
+                  "pair_keys": keys, "pair_minutes": minutes}
+        self._retrying("key_usage_minute", lambda: self.backend.command(RECOUNT_LATE_MINUTES, params))
+        self.late_minutes_recounted += len(keys)
+        self.rows_written += len(keys)  # one full row per recounted minute
 
     def _write_batch_json(self, result: BatchResult) -> None:
         """The JSONEachRow path, for backends without `insert_arrow` (the server; wrappers in tests)."""
@@ -389,6 +447,7 @@ class ClickHouseSink:
             for table, payload in tables:
                 self._insert_with_retry(table, payload)
                 self.rows_written += payload.count(b"\n") + 1
+            self._recount_late(result)
 
     def _insert_with_retry(self, table: str, payload: bytes) -> None:
         self._retrying(table, lambda: self.backend.insert_json_rows(table, payload))
