@@ -376,6 +376,7 @@ class UsageAggregator:
         if positions is not None:
             last_partition = partitions[ends - 1].tolist()
         g_row_list = g_rows.tolist() if self.detectors and m else []
+        views = self._distinct_views(columns, codes, result.accepted_index) if self.detectors and m else {}
         for code, state in enumerate(key_states):
             key_id = keys[code]
             span = fresh_rows_of.get(code)
@@ -388,8 +389,9 @@ class UsageAggregator:
             result.forgotten_event_ids += self._bound_dedupe_memory(state.open_minutes)
             if self.detectors:
                 fresh_events = [events[i] for i in sorted(g_row_list[span[0]:span[1]])] if span else []
-                for detector in self.detectors:
-                    signals.extend(detector.observe(key_id, state, fresh_events, closed))
+                for detector, fields in self._detector_views:
+                    seen = fresh_events if fields is None else [events[i] for i in views.get(fields, {}).get(code, ())]
+                    signals.extend(detector.observe(key_id, state, seen, closed))
             if positions is not None:
                 a, b = int(starts[code]), int(ends[code])
                 partition = last_partition[code]
@@ -402,6 +404,42 @@ class UsageAggregator:
         result.accepted = [events[i] for i in result.accepted_index.tolist()]
         result.late = [events[i] for i in result.late_index.tolist()]
         return result
+
+    @property
+    def _detector_views(self) -> list[tuple[Detector, tuple[str, ...] | None]]:
+        return [(d, getattr(d, "distinct_events", None)) for d in self.detectors]
+
+    def _distinct_views(self, columns: EventColumns, codes: np.ndarray, fresh_rows: np.ndarray,
+                        ) -> dict[tuple[str, ...], dict[int, list[int]]]:
+        """Per detector view: each key's first fresh row of every distinct (fields..., UTC day), in arrival order.
+
+        A detector that only reacts to the first sighting of a value in a day (a network, a route)
+        declares `distinct_events = (field, ...)` and gets those rows instead of all: what it
+        would have skipped as "seen today" never reaches it, so its work is per distinct
+        (key, value, day) of the batch, not per event.
+        """
+        views: dict[tuple[str, ...], dict[int, list[int]]] = {}
+        rows = np.sort(fresh_rows)
+        days = columns.t_ms[rows] // 86_400_000
+        for _, fields in self._detector_views:
+            if fields is None or fields in views:
+                continue
+            index: dict[Any, int] = {}
+            default = index.setdefault
+            lists = [columns.raw[name] for name in fields]
+            picked = [lists[0][i] for i in rows.tolist()] if len(lists) == 1 else \
+                [tuple(values[i] for values in lists) for i in rows.tolist()]
+            value_codes = np.fromiter([default(v, len(index)) for v in picked], np.int64, len(picked))
+            key_codes = codes[rows]
+            by = np.lexsort((np.arange(len(rows)), days, value_codes, key_codes))
+            k, v, d = key_codes[by], value_codes[by], days[by]
+            first = np.r_[True, (k[1:] != k[:-1]) | (v[1:] != v[:-1]) | (d[1:] != d[:-1])]
+            chosen = np.sort(by[first])  # positions in arrival order
+            per_key: dict[int, list[int]] = {}
+            for position, code in zip(rows[chosen].tolist(), key_codes[chosen].tolist(), strict=True):
+                per_key.setdefault(code, []).append(position)
+            views[fields] = per_key
+        return views
 
     @staticmethod
     def _take_last_used(key_id: str, state: KeyState, events: Sequence[Any], tied: list[int], newest: int,
