@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8477", description="where `keytrail serve` listens")
     worker_batch_size: int = Field(default=5000, ge=1, description="most Kafka records in one worker batch")
     worker_batch_events: int = Field(
-        default=50_000, ge=1, description="most events in one worker batch (an envelope carries up to 500)"
+        default=200_000, ge=1, description="most events in one worker batch (an envelope carries up to 500)"
     )
     worker_batch_seconds: float = Field(default=0.5, gt=0, description="longest wait to fill a worker batch")
     worker_state_cache_keys: int = Field(

@@ -25,6 +25,8 @@ _OUTCOME_NAMES = tuple(outcome.value for outcome in OUTCOME_ORDER)
 _OUTCOME_COUNT = len(OUTCOME_ORDER)
 _TIME_BITS = 42
 _TIME_MAX = (1 << _TIME_BITS) - 1
+_MINUTE_BITS = 31
+"""Key-minute codes: the key's code above the minute number (minutes since epoch fit 31 bits to 6053)."""
 """Event times (ms) share an int64 with the key's code in segmented running maxima: 2^42 ms
 reaches the year 2109, past anything the future-skew check lets in."""
 
@@ -222,35 +224,45 @@ class UsageAggregator:
         if positions is not None:
             partitions = np.fromiter([p for p, _ in positions], np.int64, n)[order]
             offsets = np.fromiter([o for _, o in positions], np.int64, n)[order]
-        order_list: list[int] | None = None
+        # What the states hold: their open minutes (as key-minute codes) and those minutes' ids.
+        held_pairs: list[int] = []
+        incomplete_pairs: list[int] = []
+        held_ids: set[int] = set()
+        source_partition = np.full(key_count, -1, np.int64)
+        source_offset = np.full(key_count, -1, np.int64)
         for code, state in enumerate(key_states):
-            open_minutes = state.open_minutes
-            source = state.source if positions is not None else None
-            if not open_minutes and source is None:
-                continue
-            a, b = int(starts[code]), int(ends[code])
-            if source is not None:
-                redelivered = (partitions[a:b] == source[0]) & (offsets[a:b] <= source[1])
-                closed_at_start = minute_s[a:b] * 1000 + lateness_and_minute <= state.watermark_ms
-                drop[a:b] |= redelivered & closed_at_start  # closed minute, folded before: counted then
-            else:
-                redelivered = None
-            if not open_minutes:
-                continue
+            if state.source is not None and positions is not None:
+                source_partition[code], source_offset[code] = state.source
+            for minute, aggregate in state.open_minutes.items():
+                pair = code << _MINUTE_BITS | minute // 60
+                held_pairs.append(pair)
+                if len(aggregate.event_ids) < aggregate.requests:
+                    incomplete_pairs.append(pair)
+                held_ids.update(aggregate.event_ids)
+        held = np.array(held_pairs, np.int64)
+        row_pairs = sorted_codes << _MINUTE_BITS | minute_s // 60
+        if positions is not None:
+            redelivered = (partitions == source_partition[sorted_codes]) & (offsets <= source_offset[sorted_codes])
+            closed_at_start = minute_s * 1000 + lateness_and_minute <= start_wm[sorted_codes]
+            drop |= redelivered & closed_at_start  # closed minute, folded before: counted then
+            if incomplete_pairs:  # ids forgotten (hot key): the offset decides
+                drop |= redelivered & np.isin(row_pairs, np.array(incomplete_pairs, np.int64))
             # A re-delivered row is judged by the state as it was (counted then or not), even if
             # this batch's newer rows have since made it late; any other row only if on time.
-            judged = ~late[a:b] if redelivered is None else (~late[a:b] | redelivered)
-            in_open = np.flatnonzero(judged & np.isin(minute_s[a:b], list(open_minutes)))
-            if not len(in_open):
-                continue
-            if order_list is None:
-                order_list = order.tolist()
-            for j in in_open.tolist():
-                aggregate = open_minutes[int(minute_s[a + j])]
-                if redelivered is not None and redelivered[j] and len(aggregate.event_ids) < aggregate.requests:
-                    drop[a + j] = True  # ids forgotten (hot key): the offset decides
-                elif ids[order_list[a + j]] in aggregate.event_ids:
-                    drop[a + j] = True
+            judged = ~late | redelivered
+        else:
+            judged = ~late
+        if len(held):
+            candidates = np.flatnonzero(judged & ~drop & np.isin(row_pairs, held))
+            if len(candidates):
+                candidate_rows = order[candidates].tolist()
+                known = held_ids.__contains__
+                for position, row in zip(candidates.tolist(), candidate_rows, strict=True):
+                    if known(ids[row]):  # held by some open minute: is it this row's own minute?
+                        state = key_states[int(sorted_codes[position])]
+                        own = state.open_minutes.get(int(minute_s[position]))
+                        if own is not None and ids[row] in own.event_ids:
+                            drop[position] = True
         if len(set(ids)) != n:
             seen: set[int] = set()
             repeated = np.zeros(n, bool)
@@ -296,12 +308,8 @@ class UsageAggregator:
             group_minutes = g_minutes[g_starts]
             stays_open = group_minutes * 1000 + lateness_and_minute > key_end_wm[group_codes]
             # Python per group only where state is involved, or a detector reads the closed minute.
-            involved = stays_open.copy()
-            for code in np.unique(group_codes).tolist():
-                if key_states[code].open_minutes:
-                    held = key_states[code].open_minutes
-                    lo, hi = np.searchsorted(group_codes, [code, code + 1])
-                    involved[lo:hi] |= np.isin(group_minutes[lo:hi], list(held))
+            involved = stays_open | np.isin(group_codes << _MINUTE_BITS | group_minutes // 60, held) \
+                if len(held) else stays_open.copy()
             wanted = np.flatnonzero(involved | bool(self.detectors)).tolist()
             closed_here: dict[int, list[tuple[int, MinuteAggregate]]] = {}
             if wanted:
@@ -424,16 +432,21 @@ class UsageAggregator:
         for _, fields in self._detector_views:
             if fields is None or fields in views:
                 continue
-            index: dict[Any, int] = {}
-            default = index.setdefault
-            lists = [columns.raw[name] for name in fields]
-            picked = [lists[0][i] for i in rows.tolist()] if len(lists) == 1 else \
-                [tuple(values[i] for values in lists) for i in rows.tolist()]
-            value_codes = np.fromiter([default(v, len(index)) for v in picked], np.int64, len(picked))
+            row_list = rows.tolist()
+            field_codes = []
+            for name in fields:
+                values = columns.raw[name]
+                index: dict[Any, int] = {}
+                default = index.setdefault
+                field_codes.append(np.fromiter([default(values[i], len(index)) for i in row_list], np.int64, len(rows)))
             key_codes = codes[rows]
-            by = np.lexsort((np.arange(len(rows)), days, value_codes, key_codes))
-            k, v, d = key_codes[by], value_codes[by], days[by]
-            first = np.r_[True, (k[1:] != k[:-1]) | (v[1:] != v[:-1]) | (d[1:] != d[:-1])]
+            by = np.lexsort((np.arange(len(rows)), days, *reversed(field_codes), key_codes))
+            k, d = key_codes[by], days[by]
+            changed = (k[1:] != k[:-1]) | (d[1:] != d[:-1])
+            for value_codes in field_codes:
+                v = value_codes[by]
+                changed |= v[1:] != v[:-1]
+            first = np.r_[True, changed]
             chosen = np.sort(by[first])  # positions in arrival order
             per_key: dict[int, list[int]] = {}
             for position, code in zip(rows[chosen].tolist(), key_codes[chosen].tolist(), strict=True):
