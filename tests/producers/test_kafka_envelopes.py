@@ -76,12 +76,17 @@ def test_envelopes_close_at_the_event_count_and_linger_holds_the_rest_until_flus
         assert emitter.pending() == 200, "the open envelope lingers (10 minutes here)"
         assert emitter.flush(30) == 0, "flush sends the open envelope at once"
         assert emitter.records == (3, 1200)
-    counts = [len(UsageEnvelope.model_validate_json(m.value()).events) for m in read_topic(kafka_bootstrap, usage_topic)]
+    counts = [
+        len(UsageEnvelope.model_validate_json(m.value()).events)
+        for m in read_topic(kafka_bootstrap, usage_topic)
+    ]
     assert counts == [500, 500, 200]
 
 
 def test_a_short_linger_delivers_without_flush(kafka_bootstrap, usage_topic, tmp_path):
-    with KafkaEmitter(kafka_bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool", linger_ms=20) as emitter:
+    with KafkaEmitter(
+        kafka_bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool", linger_ms=20
+    ) as emitter:
         for n in range(40):
             emitter.emit(_fields(n))
         wait_until(lambda: emitter.counters.delivered == 40, 30, "linger to send the open envelopes")
@@ -103,7 +108,9 @@ def test_no_envelope_passes_the_size_limit(kafka_bootstrap, usage_topic, tmp_pat
     assert sorted(int(e.request_id) for e in topic_events(messages)) == list(range(2000))
 
 
-def test_a_spool_left_by_an_earlier_process_is_replayed_once_as_envelopes(kafka_bootstrap, usage_topic, tmp_path):
+def test_a_spool_left_by_an_earlier_process_is_replayed_once_as_envelopes(
+    kafka_bootstrap, usage_topic, tmp_path
+):
     spool_dir = tmp_path / "spool"
     down = KafkaEmitter(f"127.0.0.1:{free_port()}", topic=usage_topic, spool_dir=spool_dir)
     wait_until(lambda: down.spooling, 60, "the emitter to find no broker")
