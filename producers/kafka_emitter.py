@@ -23,7 +23,9 @@
   order. A background thread replays the spool, oldest first, once the broker answers again and
   librdkafka's own queue has drained (as envelopes, in envelope mode); then direct delivery
   resumes. A record librdkafka gives back (time-outs, or purged at close) puts all its events in
-  front of the spool; a record the broker refuses for good counts all its events as `failed`.
+  front of the spool; an envelope found too large halves the envelopes from then on and its
+  events go through the spool again; a record the broker refuses for good counts all its events
+  as `failed`.
 - When even the spool is full, or the in-memory queue is (`max_queue`: the sender is stuck), the
   event is dropped: counted (`counters.dropped`) and logged in a rate-limited line, never
   silently.
@@ -71,6 +73,10 @@ PERMANENT_ERRORS = frozenset(
 )
 """Delivery errors that retrying cannot fix: the record's events are counted as failed. Every other
 error (time-outs, transport, purges, unknown topic, fatal idempotence errors) sends them to the spool."""
+
+TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+"""Errors of a record the broker (or librdkafka) finds too large. For an envelope of more than one
+event they are not final: the emitter halves its envelopes and sends the same events again."""
 
 DEFAULT_SPOOL_BASE = Path(".keytrail") / "spool"
 
@@ -134,23 +140,32 @@ class _LibrdkafkaLog:
 class _ReplayTracker:
     """Delivery reports of the records of one replayed spool batch, counted in events."""
 
-    def __init__(self, records: int) -> None:
+    def __init__(self, records: int, shrink: Callable[[int], None] | None = None) -> None:
         self.records = records
+        self.shrink = shrink
         self.reported = 0
         self.delivered = 0
         self.permanent = 0
         self.retriable = 0
         self.first_error: KafkaError | None = None
         self.done = threading.Event()
+        self._lock = threading.Lock()
         if records == 0:
             self.done.set()
 
     def report(self, events: int, error: KafkaError | None, _message: object) -> None:
+        with self._lock:
+            self._report(events, error)
+
+    def _report(self, events: int, error: KafkaError | None) -> None:
         if error is None:
             self.delivered += events
         else:
             self.first_error = self.first_error or error
-            if error.code() in PERMANENT_ERRORS:
+            if error.code() in TOO_LARGE and events > 1 and self.shrink is not None:
+                self.shrink(events)
+                self.retriable += events
+            elif error.code() in PERMANENT_ERRORS:
                 self.permanent += events
             else:
                 self.retriable += events
@@ -257,6 +272,7 @@ class KafkaEmitter:
         self._inherited = len(self.spool)
         self._partitions: int | None = None  # topic partitions, from metadata (replayer thread)
         self._packer: EnvelopePacker | None = None  # sender thread only
+        self._envelope_cap = envelope_events  # lowered when the broker finds envelopes too large
         self._urgent = 0  # flush() callers waiting: open envelopes go out without lingering
         self._stopping = threading.Event()
         self._wake_replayer = threading.Event()
@@ -363,13 +379,14 @@ class KafkaEmitter:
             if packer is None:
                 packer = self._packer = EnvelopePacker(
                     self._partitions,
-                    max_events=self.envelope_events,
+                    max_events=self._envelope_cap,
                     max_bytes=self.envelope_bytes,
                     linger=self.linger_ms / 1000,
                 )
             elif packer.partitions != self._partitions:
                 if not self._send_envelopes(packer.set_partitions(self._partitions)):
                     return bool(queue)
+            packer.max_events = self._envelope_cap
             now = self._clock()
             ready = packer.add(self._take(queue, limit), now)
             ready += packer.close_all() if self._urgent else packer.due(now)
@@ -397,14 +414,44 @@ class KafkaEmitter:
                 )
             except BufferError:
                 self._enter_spooling("librdkafka's local queue is full")
-                rest = [record for later in envelopes[index:] for record in later.events]
-                if self._packer is not None:
-                    rest += self._packer.take_events()
-                self._to_spool(rest)
+                self._spool_from(envelopes, index)
                 return False
+            except KafkaException as error:
+                code = error.args[0].code() if error.args else None
+                if code in TOO_LARGE and envelope.count > 1:
+                    self._shrink(envelope.count)
+                    self._enter_spooling("an envelope was too large for the producer")
+                    self._spool_from(envelopes, index)
+                    return False
+                self._fail(envelope.count, error.args[0].str() if error.args else str(error))
+                continue
             self._records += 1
             self._record_events += envelope.count
         return True
+
+    def _spool_from(self, envelopes: Sequence[Envelope], index: int) -> None:
+        """Spool the events of `envelopes[index:]` and of every open envelope, in order (sender thread)."""
+        rest = [record for later in envelopes[index:] for record in later.events]
+        if self._packer is not None:
+            rest += self._packer.take_events()
+        self._to_spool(rest)
+
+    def _shrink(self, count: int) -> None:
+        """Envelopes of `count` events were too large: send at most half as many from now on."""
+        cap = max(1, count // 2)
+        if cap < self._envelope_cap:
+            self._envelope_cap = cap
+            log.warning(
+                "an envelope of %d usage events was too large for %s; envelopes now carry at most %d",
+                count,
+                self.topic,
+                cap,
+            )
+
+    def _fail(self, count: int, why: str) -> None:
+        """Count `count` events refused for good (sender thread)."""
+        self._failed += count
+        self._losses.error("refused", "%d usage event(s) refused for good by %s: %s", count, self.topic, why)
 
     def _send_records(self, records: list[EventRecord]) -> None:
         """Produce single-event records in order (caller holds `_route_lock`)."""
@@ -416,6 +463,9 @@ class KafkaEmitter:
                 self._enter_spooling("librdkafka's local queue is full")
                 self._to_spool(records[index:])
                 break
+            except KafkaException as error:
+                self._fail(1, error.args[0].str() if error.args else str(error))
+                continue
             self._records += 1
         self._record_events = self._records
 
@@ -461,6 +511,10 @@ class KafkaEmitter:
         """Delivery report of an envelope: its outcome is each of its events' outcome."""
         if error is None:
             self._acked += len(events)
+        elif error.code() in TOO_LARGE and len(events) > 1:
+            self._shrink(len(events))
+            self._rescued.extend(events)  # sent again, in smaller envelopes, through the spool
+            self._outage = f"an envelope of {len(events)} events was too large: {error.str()}"
         elif error.code() in PERMANENT_ERRORS:
             self._failed += len(events)
             self._losses.error(
@@ -579,14 +633,15 @@ class KafkaEmitter:
         return self._replay(batch)
 
     def _replay(self, batch: SpoolBatch) -> bool:
+        cap = self._envelope_cap
         if self.envelopes and self._partitions is not None:
             envelopes = pack(
                 batch.records,
                 self._partitions,
-                max_events=self.envelope_events,
+                max_events=self._envelope_cap,
                 max_bytes=self.envelope_bytes,
             )
-            tracker = _ReplayTracker(len(envelopes))
+            tracker = _ReplayTracker(len(envelopes), self._shrink)
             sends: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
                 (
                     (self.topic, e.value, e.key),
@@ -610,7 +665,12 @@ class KafkaEmitter:
                 except BufferError:
                     if self._stopping.wait(0.01):
                         return False
+                except KafkaException as error:  # refused before sending: a report of our own
+                    options["on_delivery"](error.args[0] if error.args else KafkaError(KafkaError._FAIL), None)
+                    break
         if not tracker.done.wait(60.0) or tracker.retriable:
+            if self._envelope_cap < cap:
+                return True  # envelopes were too large: again at once, smaller
             reason = tracker.first_error.str() if tracker.first_error else "no delivery report in time"
             log.warning(
                 "replaying %d spooled usage event(s) to %s failed (%s); will retry",
