@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from keytrail.keystore.store import KeyStore
+from keytrail.schemas.secrets import scrub_events
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.settings import Settings
 from keytrail.sql.backends import ClickHouseBackend, open_clickhouse
@@ -55,7 +56,10 @@ class EmbeddedPipeline:
 
     def ingest(self, events: Iterable[KeyUsageEvent]) -> BatchResult:
         """Process one batch end to end; returns what the core produced."""
-        result = self.aggregator.process(events, self.states)
+        scrubbed = scrub_events(events)  # no secret reaches a table; each leak raises secret_exposed
+        self.secrets_redacted = getattr(self, "secrets_redacted", 0) + scrubbed.redacted_events
+        result = self.aggregator.process(scrubbed.events, self.states)
+        result.signals.extend(scrubbed.signals)
         self.sink.write_batch(result)
         self.projector.apply(result.last_used)
         if self.alerts is not None:
