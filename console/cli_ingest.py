@@ -261,7 +261,8 @@ def _ingest_over_http(file: Path, tally: Tally, url: str, key: str | None) -> No
         for batch in _read_events(file, tally):
             body = b'{"events":[' + b",".join(encoder.encode_event(scrub_event(event)[0])[1] for _, _, event in batch) + b"]}"
             response = _post_with_retries(client, url.rstrip("/") + "/v1/events", body)
-            if response is None or response.status_code != 200:
+            listed = response is not None and response.status_code in (207, 422) and b'"rejected"' in response.content
+            if response is None or (response.status_code != 200 and not listed):
                 reason = "the console did not answer" if response is None else _error_of(response)
                 for number, raw, _ in batch:
                     tally.note(number, "not_ingested", reason, raw)

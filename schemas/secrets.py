@@ -369,7 +369,7 @@ def secret_exposed_signal(event: Any, fields: Sequence[str], kinds: Sequence[str
         evidence={"fields": names, "secret_kinds": kind_names, "event_ids": [str(event.event_id)]},
         message=(
             f"A credential ({what}) was sent in the {', '.join(names)} field(s) of a usage event of key "
-            f"{event.key_id} (service {event.service[:64]}). KeyTrail redacted it before storing the "
+            f"{event.key_id} (service {redact_text(event.service)[:64]}). KeyTrail redacted it before storing the "
             "event; whoever sent it leaks it elsewhere too (logs, proxies): rotate that credential and "
             "stop the client from putting it there."
         ),
@@ -417,8 +417,9 @@ def _scrub_one(event: Any, batch: ScrubbedBatch, seen: set[str]) -> None:
         batch.events.append(event)
         return
     batch.redacted_events += 1
-    batch.events.append(_replace(event, changes))
-    signal = secret_exposed_signal(event, list(changes), kinds)
+    scrubbed = _replace(event, changes)
+    batch.events.append(scrubbed)
+    signal = secret_exposed_signal(scrubbed, list(changes), kinds)
     if signal.signal_id not in seen:
         seen.add(signal.signal_id)
         batch.signals.append(signal)
