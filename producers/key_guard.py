@@ -122,7 +122,8 @@ class KeyGuard:
 
     - `service`: the service name recorded in every event.
     - `scope`: the scope every request needs, or a callable `(method, path) -> scope | None`.
-    - `trusted_proxies`: addresses/CIDRs whose `X-Forwarded-For` is believed.
+    - `trusted_proxies`: addresses/CIDRs whose `X-Forwarded-For` / `Forwarded` is believed (default:
+      `KEYTRAIL_TRUSTED_PROXIES`; empty means the TCP peer is the client).
     - `allow_query_key`: also read the key from the `query_param` query parameter (off by default:
       query strings end up in access logs).
     - `public_paths`: exact paths served without a key and without an event (health checks).
@@ -136,7 +137,7 @@ class KeyGuard:
         service: str,
         project_id: str = UNKNOWN_PROJECT_ID,
         scope: str | Callable[[str, str], str | None] | None = None,
-        trusted_proxies: Iterable[str] = (),
+        trusted_proxies: Iterable[str] | None = None,
         allow_query_key: bool = False,
         query_param: str = "api_key",
         public_paths: Iterable[str] = (),
@@ -146,6 +147,10 @@ class KeyGuard:
         self.service = service
         self.project_id = project_id
         self.scope = scope
+        if trusted_proxies is None:  # the deployment's setting, KEYTRAIL_TRUSTED_PROXIES (empty: none)
+            from keytrail.settings import get_settings
+
+            trusted_proxies = get_settings().trusted_proxy_list()
         self.addresses = ClientAddressResolver(trusted_proxies)
         self.allow_query_key = allow_query_key
         self.query_param = query_param
