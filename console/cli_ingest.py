@@ -22,7 +22,8 @@ from rich.table import Table
 
 from keytrail.producers.encoding import UsageEncoder
 from keytrail.schemas.batch_codec import DecodedBatch, decode_lines
-from keytrail.schemas.codec import InvalidEvent, decode_usage_event, redact_secrets
+from keytrail.schemas.codec import InvalidEvent, decode_usage_event
+from keytrail.schemas.secrets import redact_text, scrub_event
 from keytrail.schemas.topics import Topics
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.settings import get_settings
@@ -57,7 +58,7 @@ class Tally:
                 "line": line,
                 "code": code,
                 "reason": reason,
-                "raw": redact_secrets(raw[:MAX_REJECT_SAMPLE]).decode("utf-8", "replace"),
+                "raw": redact_text(raw[:MAX_REJECT_SAMPLE].decode("utf-8", "replace")),
             }
         )
 
@@ -305,9 +306,10 @@ def _ingest_over_http(file: Path, tally: Tally, url: str, key: str | None) -> No
     encoder = UsageEncoder()
     with httpx.Client(headers=headers, timeout=60.0) as client:
         for batch in _read_events(file, tally):
-            body = b'{"events":[' + b",".join(encoder.encode_event(event)[1] for _, _, event in batch) + b"]}"
+            body = b'{"events":[' + b",".join(encoder.encode_event(scrub_event(event)[0])[1] for _, _, event in batch) + b"]}"
             response = _post_with_retries(client, url.rstrip("/") + "/v1/events", body)
-            if response is None or response.status_code != 200:
+            listed = response is not None and response.status_code in (207, 422) and b'"rejected"' in response.content
+            if response is None or (response.status_code != 200 and not listed):
                 reason = "the console did not answer" if response is None else _error_of(response)
                 for number, raw, _ in batch:
                     tally.note(number, "not_ingested", reason, raw)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from keytrail.keystore.store import KeyStore
+from keytrail.schemas.secrets import scrub_events
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.settings import Settings
 from keytrail.sql.backends import ClickHouseBackend, open_clickhouse
@@ -125,8 +126,11 @@ class EmbeddedPipeline:
 
     def ingest(self, events: Iterable[KeyUsageEvent]) -> BatchResult:
         """Process one batch end to end; returns what the core produced."""
+        scrubbed = scrub_events(events)  # no secret reaches a table; each leak raises secret_exposed
+        self.secrets_redacted = getattr(self, "secrets_redacted", 0) + scrubbed.redacted_events
         with collector_paused():
-            result = self.aggregator.process(events, self.states)
+            result = self.aggregator.process(scrubbed.events, self.states)
+            result.signals.extend(scrubbed.signals)
             self.sink.write_batch(result)
         self.projector.apply(result.last_used)
         self.states.commit()  # after the outputs are durable: a crash in between redoes the batch
