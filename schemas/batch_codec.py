@@ -26,7 +26,8 @@ import msgspec
 
 from keytrail.schemas.codec import MAX_EVENT_BYTES, InvalidEvent, UsageEvent, decode_usage_event
 from keytrail.schemas.envelope import MAX_ENVELOPE_BYTES, MAX_ENVELOPE_EVENTS
-from keytrail.schemas.usage import _MAX_FUTURE_SKEW_S, KeyUsageEvent, normalise_ip
+from keytrail.schemas.secrets import identifier_holds_secret
+from keytrail.schemas.usage import _MAX_FUTURE_SKEW_S, normalise_ip
 from keytrail.schemas.usage_fast import FastUsageEvent
 
 _ENVELOPE_MARK = b'"envelope_version"'
@@ -105,7 +106,7 @@ def decode_batch(records: Iterable[tuple[bytes, int, int]], envelope_flags: Iter
     flags = iter(envelope_flags) if envelope_flags is not None else None
     pending: list[FastUsageEvent] = []
     pending_positions: list[tuple[int, int]] = []
-    pending_sources: list[tuple[bytes, int | None]] = []
+    pending_sources: list[tuple[bytes, int | None, int | None]] = []
     for payload, partition, offset in records:
         batch.records += 1
         flag = next(flags) if flags is not None else None
@@ -123,14 +124,14 @@ def decode_batch(records: Iterable[tuple[bytes, int, int]], envelope_flags: Iter
             continue
         pending.append(event)  # type: ignore[arg-type]  # already checked: passes the column checks
         pending_positions.append((partition, offset))
-        pending_sources.append((payload, None))
+        pending_sources.append((payload, None, None))
     _finish(batch, pending, pending_positions, pending_sources)
     return batch
 
 
 def _decode_envelope(payload: bytes, partition: int, offset: int, batch: DecodedBatch,
                      pending: list[Any], positions: list[tuple[int, int]],
-                     sources: list[tuple[bytes, int | None]]) -> None:
+                     sources: list[tuple[bytes, int | None, int | None]]) -> None:
     if len(payload) > MAX_ENVELOPE_BYTES:
         batch.rejected.append(Rejected(
             b"", f"envelope of {len(payload)} bytes exceeds {MAX_ENVELOPE_BYTES}", "oversize_envelope",
@@ -143,7 +144,7 @@ def _decode_envelope(payload: bytes, partition: int, offset: int, batch: Decoded
     if envelope is not None:
         pending.extend(envelope.events)
         positions.extend([(partition, offset)] * len(envelope.events))
-        sources.extend([(payload, i) for i in range(len(envelope.events))])
+        sources.extend([(payload, i, i) for i in range(len(envelope.events))])
         return
     # Some event is bad (or lax): judge each on its own.
     try:
@@ -161,7 +162,7 @@ def _decode_envelope(payload: bytes, partition: int, offset: int, batch: Decoded
             continue
         pending.append(event)
         positions.append((partition, offset))
-        sources.append((event_bytes, None))
+        sources.append((event_bytes, None, index))
 
 
 def _short(exc: Exception) -> str:
@@ -170,7 +171,7 @@ def _short(exc: Exception) -> str:
 
 
 def _finish(batch: DecodedBatch, events: list[Any], positions: list[tuple[int, int]],
-            sources: list[tuple[bytes, int | None]]) -> None:
+            sources: list[tuple[bytes, int | None, int | None]]) -> None:
     """The model's checks msgspec cannot make, over the batch; failures judged one by one."""
     suspects = _column_suspects(events)
     if not suspects:
@@ -181,12 +182,18 @@ def _finish(batch: DecodedBatch, events: list[Any], positions: list[tuple[int, i
     keep_positions: list[tuple[int, int]] = []
     for i, event in enumerate(events):
         fixed = suspects.get(i, event)
+        if fixed is _TOO_OLD:
+            source, lazy, index = sources[i]
+            event_bytes = source if lazy is None else bytes(_raw_envelope.decode(source).events[lazy])
+            partition, offset = positions[i]
+            batch.rejected.append(Rejected(event_bytes, TOO_OLD_REASON, "beyond_retention", partition, offset, index))
+            continue
         if fixed is not _SUSPECT:
             keep_events.append(fixed)
             keep_positions.append(positions[i])
             continue
-        source, index = sources[i]
-        event_bytes = source if index is None else bytes(_raw_envelope.decode(source).events[index])
+        source, lazy, index = sources[i]
+        event_bytes = source if lazy is None else bytes(_raw_envelope.decode(source).events[lazy])
         partition, offset = positions[i]
         try:
             judged = decode_usage_event(event_bytes)
@@ -200,14 +207,19 @@ def _finish(batch: DecodedBatch, events: list[Any], positions: list[tuple[int, i
 
 
 _SUSPECT: Any = object()
+_TOO_OLD: Any = object()
+
+RETENTION_DAYS = 400
+"""How long the audit trail keeps an event (the TTL of `usage_events`, sql/clickhouse/0001). An
+event older than that could be counted but never stored, so it is refused with its reason
+instead: every accepted event is in the audit trail, however late."""
+TOO_OLD_REASON = (f"occurred_at is more than {RETENTION_DAYS} days ago, beyond what the audit trail keeps; "
+                  "events that old are not accepted")
 
 
-def _key_id_refused(key_id: str) -> bool:
-    try:
-        KeyUsageEvent._key_id_is_not_a_secret(key_id)  # the contract's own rule, whatever it becomes
-    except ValueError:
-        return True
-    return False
+def _identifier_refused(value: str) -> bool:
+    """The contract's rule for key and project ids: not shaped like a secret, in any position."""
+    return identifier_holds_secret(value)
 
 
 def _column_suspects(events: list[Any]) -> dict[int, Any]:
@@ -216,8 +228,8 @@ def _column_suspects(events: list[Any]) -> dict[int, Any]:
     if not events:
         return out
     identifier_ok = _IDENTIFIER_PATTERN.match
-    refused_keys = {k for k in {e.key_id for e in events} if not identifier_ok(k) or _key_id_refused(k)}
-    refused_projects = {p for p in {e.project_id for e in events} if not identifier_ok(p)}
+    refused_keys = {k for k in {e.key_id for e in events} if not identifier_ok(k) or _identifier_refused(k)}
+    refused_projects = {p for p in {e.project_id for e in events} if not identifier_ok(p) or _identifier_refused(p)}
     refused_methods = {m for m in {e.method for e in events} if not _METHOD_PATTERN.match(m)}
     if refused_projects or refused_methods:
         for i, event in enumerate(events):
@@ -241,10 +253,13 @@ def _column_suspects(events: list[Any]) -> dict[int, Any]:
         out[i] = _replace(event, occurred_at=moment, client_ip=ips[event.client_ip]) \
             if isinstance(event, FastUsageEvent) else event
     stamps = [e.occurred_at.timestamp() for e in events]
-    if max(stamps) > horizon:
+    oldest_kept = time.time() - RETENTION_DAYS * 86_400
+    if max(stamps) > horizon or min(stamps) < oldest_kept:
         for i, stamp in enumerate(stamps):
             if stamp > horizon:
                 out[i] = _SUSPECT
+            elif stamp < oldest_kept:
+                out[i] = _TOO_OLD
     return out
 
 
@@ -262,7 +277,7 @@ def decode_lines(lines: list[bytes], numbers: list[int]) -> DecodedBatch:
     batch = DecodedBatch()
     pending: list[Any] = []
     positions: list[tuple[int, int]] = []
-    sources: list[tuple[bytes, int | None]] = []
+    sources: list[tuple[bytes, int | None, int | None]] = []
     for start in range(0, len(lines), _LINE_CHUNK):
         chunk = lines[start : start + _LINE_CHUNK]
         chunk_numbers = numbers[start : start + _LINE_CHUNK]
@@ -276,7 +291,7 @@ def decode_lines(lines: list[bytes], numbers: list[int]) -> DecodedBatch:
         if events is not None and len(events) == len(chunk):
             pending.extend(events)
             positions.extend((0, number) for number in chunk_numbers)
-            sources.extend((line, None) for line in chunk)
+            sources.extend((line, None, None) for line in chunk)
             continue
         for line, number in zip(chunk, chunk_numbers, strict=True):
             try:
@@ -286,6 +301,6 @@ def decode_lines(lines: list[bytes], numbers: list[int]) -> DecodedBatch:
                 continue
             pending.append(event)
             positions.append((0, number))
-            sources.append((line, None))
+            sources.append((line, None, None))
     _finish(batch, pending, positions, sources)
     return batch

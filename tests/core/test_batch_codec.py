@@ -15,7 +15,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keytrail.schemas.batch_codec import decode_batch, decode_lines
+from keytrail.schemas.batch_codec import RETENTION_DAYS, TOO_OLD_REASON, decode_batch, decode_lines
 from keytrail.schemas.codec import InvalidEvent, decode_usage_event, encode_usage_event
 from keytrail.schemas.envelope import encode_envelope
 from tests.factories import usage_event
@@ -66,6 +66,8 @@ def _alone(payload: bytes) -> tuple[str, object]:
         event = decode_usage_event(payload)
     except InvalidEvent as invalid:
         return ("refused", invalid.code, invalid.reason)
+    if event.occurred_at < datetime.now(UTC) - timedelta(days=RETENTION_DAYS):
+        return ("refused", "beyond_retention", TOO_OLD_REASON)  # the pipeline's rule, beyond the contract's
     return ("accepted", tuple(getattr(event, name) for name in _FIELDS))
 
 
@@ -150,3 +152,12 @@ def timezone_plus_two():
     from datetime import timezone
 
     return timezone(timedelta(hours=2))
+
+
+def test_an_event_older_than_the_audit_trail_keeps_is_refused_with_its_reason():
+    data = orjson.loads(encode_usage_event(usage_event()))
+    data["occurred_at"] = "1970-01-01T00:00:00Z"
+    batch = decode_lines([orjson.dumps(data), _line(1, None)], [1, 2])
+    assert len(batch.events) == 1
+    (refused,) = batch.rejected
+    assert (refused.offset, refused.code) == (1, "beyond_retention") and "400 days" in refused.reason
