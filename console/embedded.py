@@ -131,6 +131,7 @@ class EmbeddedPipeline:
         with collector_paused():
             result = self.aggregator.process(scrubbed.events, self.states)
             result.signals.extend(scrubbed.signals)
+            self.sink.drop_stored_late(result)  # a re-ingest reports what was counted before as such
             self.sink.write_batch(result)
         self.projector.apply(result.last_used)
         self.states.commit()  # after the outputs are durable: a crash in between redoes the batch

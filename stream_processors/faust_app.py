@@ -230,6 +230,8 @@ def build_worker_app(settings: Settings) -> faust.App:
             # Outputs and ClickHouse rows are durable before the state that produced them is
             # written: if the state survives a crash, so did its outputs; if not, the events are
             # redelivered and redone (same rows, same records).
+            if result.late:  # re-sent events of minutes closed long ago: the audit trail knows them
+                await loop.run_in_executor(None, sink.drop_stored_late, result)
             await asyncio.gather(
                 loop.run_in_executor(None, counters.timed("sink", sink.write_batch), result),
                 loop.run_in_executor(None, counters.timed("deliver", publisher.deliver), outputs),

@@ -365,6 +365,16 @@ def late_minutes(result: BatchResult) -> tuple[list[str], list[int]]:
     return [k for k, _ in pairs], [m for _, m in pairs]
 
 
+STORED_LATE_EVENTS = """
+SELECT DISTINCT toString(event_id) AS stored_id
+FROM usage_events
+WHERE key_id IN {keys:Array(String)}
+  AND occurred_at >= toDateTime64({since:UInt32}, 3, 'UTC')
+  AND occurred_at < toDateTime64({until:UInt32}, 3, 'UTC')
+  AND event_id IN {ids:Array(UUID)}
+"""
+
+
 class ClickHouseSink:
     """Writes raw events, minute aggregates, last used and signals; blocks and retries while ClickHouse is down.
 
@@ -418,6 +428,26 @@ class ClickHouseSink:
                 self._retrying(table, insert)
                 self.rows_written += rows
             self._recount_late(result)
+
+    def drop_stored_late(self, result: BatchResult) -> int:
+        """Count as duplicates the late events the audit trail already holds (a re-ingested file).
+
+        On-time events are recognised by the key's state; an event of a minute closed long ago
+        only by the audit trail. One query per batch with late events, by key and time range.
+        """
+        if not result.late:
+            return 0
+        keys, minutes = late_minutes(result)
+        ids = [str(e.event_id) for e in result.late]
+        params = {"keys": sorted(set(keys)), "since": min(minutes), "until": max(minutes) + 60, "ids": ids}
+        stored = {row["stored_id"] for row in self.backend.query(STORED_LATE_EVENTS, params)}
+        if not stored:
+            return 0
+        keep = [i for i, event_id in enumerate(ids) if event_id not in stored]
+        result.duplicates += len(ids) - len(keep)
+        result.late = [result.late[i] for i in keep]
+        result.late_index = result.late_index[keep] if len(result.late_index) else result.late_index
+        return len(ids) - len(keep)
 
     def _recount_late(self, result: BatchResult) -> None:
         """Late events are in the audit trail now: rewrite their minutes' full rows from it."""
