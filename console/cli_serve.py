@@ -30,4 +30,6 @@ def serve(
     from keytrail.console.api import create_app
 
     app = create_app(get_settings(), no_auth=no_auth)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    # proxy_headers=False: uvicorn would otherwise rewrite the peer from X-Forwarded-For sent by any
+    # client on 127.0.0.1; the app itself believes forwarding headers only from KEYTRAIL_TRUSTED_PROXIES.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, proxy_headers=False)

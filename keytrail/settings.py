@@ -4,7 +4,9 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from ipaddress import ip_network
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,7 +44,10 @@ class Settings(BaseSettings):
     )
     key_env: str = Field(default="live", pattern=r"^[a-z0-9]{1,10}$", description="the <env> in kt_<env>_…")
     api_url: str = Field(default="http://127.0.0.1:8477", description="where `keytrail serve` listens")
-    worker_batch_size: int = Field(default=5000, ge=1)
+    worker_batch_size: int = Field(default=5000, ge=1, description="most Kafka records in one worker batch")
+    worker_batch_events: int = Field(
+        default=200_000, ge=1, description="most events in one worker batch (an envelope carries up to 500)"
+    )
     worker_batch_seconds: float = Field(default=0.5, gt=0, description="longest wait to fill a worker batch")
     worker_state_cache_keys: int = Field(
         default=50_000, ge=0, description="decoded key states the worker keeps between batches (~5 KB each); 0 = all"
@@ -53,6 +58,39 @@ class Settings(BaseSettings):
     usage_partitions: int = Field(default=8, ge=1, description="partitions of keytrail.usage.v1 (and the state table)")
     faust_store: str = Field(default="memory://", description="memory:// or rocksdb:// for Faust tables")
     log_level: str = "INFO"
+    trusted_proxies: str = Field(
+        default="",
+        description=(
+            "comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For / Forwarded "
+            "headers are believed; empty = the TCP peer is always the client"
+        ),
+    )
+    ingest_existing_keys_only: str = Field(
+        default="",
+        description=(
+            "comma-separated project ids whose ingest accepts only key ids that exist in the key "
+            "store (besides the middleware's 'anonymous'/'unknown'); '*' = every project"
+        ),
+    )
+    keystore_busy_timeout_seconds: float = Field(
+        default=1.5, gt=0, le=60, description="longest wait for a SQLite key store locked by another process"
+    )
+    max_request_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="largest request body the console reads (413 above it)"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"KEYTRAIL_TRUSTED_PROXIES: {part.strip()[:64]!r} is not an address or CIDR"
+                    ) from None
+        return value
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> "Settings":
@@ -61,6 +99,15 @@ class Settings(BaseSettings):
         if not self.keystore_url:
             self.keystore_url = f"sqlite:///{self.data_dir / 'keys.db'}"
         return self
+
+    def trusted_proxy_list(self) -> list[str]:
+        """`trusted_proxies` as a list of addresses/CIDRs."""
+        return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
+
+    def requires_existing_keys(self, project_id: str) -> bool:
+        """Whether ingest for `project_id` accepts only key ids the key store knows."""
+        projects = {part.strip() for part in self.ingest_existing_keys_only.split(",") if part.strip()}
+        return "*" in projects or project_id in projects
 
     def hashing_secret(self) -> bytes:
         """The key-hashing secret; a fixed development secret only in embedded mode."""

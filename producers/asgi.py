@@ -34,10 +34,13 @@ RouteResolver = Callable[[Scope], "str | None"]
 _AUTHORIZATION = b"authorization"
 _API_KEY = b"x-api-key"
 _FORWARDED_FOR = b"x-forwarded-for"
+_FORWARDED = b"forwarded"
 _USER_AGENT = b"user-agent"
 _REQUEST_ID = b"x-request-id"
 _CONTENT_LENGTH = b"content-length"
-_WANTED = frozenset({_AUTHORIZATION, _API_KEY, _FORWARDED_FOR, _USER_AGENT, _REQUEST_ID, _CONTENT_LENGTH})
+_WANTED = frozenset(
+    {_AUTHORIZATION, _API_KEY, _FORWARDED_FOR, _FORWARDED, _USER_AGENT, _REQUEST_ID, _CONTENT_LENGTH}
+)
 
 
 class _Exchange:
@@ -131,7 +134,7 @@ class KeyTrailMiddleware:
         service: str,
         project_id: str = "unknown",
         scope: str | Callable[[str, str], str | None] | None = None,
-        trusted_proxies: Iterable[str] = (),
+        trusted_proxies: Iterable[str] | None = None,
         allow_query_key: bool = False,
         query_param: str = "api_key",
         public_paths: Iterable[str] = (),
@@ -184,7 +187,7 @@ class KeyTrailMiddleware:
             return
         guard = self.guard
         started_at, started = time.time(), time.perf_counter_ns()
-        authorization = api_key = forwarded_for = user_agent = request_id = None
+        authorization = api_key = forwarded_for = forwarded = user_agent = request_id = None
         content_length = -1
         for name, value in scope["headers"]:
             if name in _WANTED:
@@ -194,6 +197,8 @@ class KeyTrailMiddleware:
                     api_key = value.decode("latin-1")
                 elif name == _FORWARDED_FOR:
                     forwarded_for = value.decode("latin-1")
+                elif name == _FORWARDED:
+                    forwarded = value.decode("latin-1")
                 elif name == _USER_AGENT:
                     user_agent = value.decode("latin-1")
                 elif name == _REQUEST_ID:
@@ -209,7 +214,7 @@ class KeyTrailMiddleware:
                     presented = value
                     break
         client = scope.get("client")
-        client_ip = guard.addresses.resolve(client[0] if client else None, forwarded_for)
+        client_ip = guard.addresses.resolve(client[0] if client else None, forwarded_for, forwarded)
         method = scope["method"]
         if guard.verifies_async:
             verdict = await guard.averify(presented, method, scope["path"], client_ip)

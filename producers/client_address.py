@@ -1,4 +1,5 @@
-"""The client's IP address of a request, honouring `X-Forwarded-For` only from trusted proxies."""
+"""The client's IP address of a request, honouring `X-Forwarded-For` / `Forwarded` only from trusted
+proxies (the console and both middlewares read addresses through this one resolver)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ def parse_address(text: str) -> str | None:
         return None
 
 
+def forwarded_for_hops(forwarded: str) -> str:
+    """The `for=` hops of an RFC 7239 `Forwarded` header, comma-separated like `X-Forwarded-For`
+    (`for="[2001:db8::1]:4711"` becomes `[2001:db8::1]:4711`; a hop without `for=` becomes `unknown`)."""
+    hops = []
+    for element in forwarded.split(","):
+        value = "unknown"
+        for pair in element.split(";"):
+            name, _, raw = pair.strip().partition("=")
+            if name.strip().lower() == "for":
+                value = raw.strip().strip('"')
+        hops.append(value)
+    return ",".join(hops)
+
+
 class ClientAddressResolver:
     """Which address a request came from.
 
@@ -44,12 +59,18 @@ class ClientAddressResolver:
         parsed = ip_address(address)
         return any(parsed in network for network in self.networks)
 
-    def resolve(self, peer: str | None, forwarded_for: str | None = None) -> str:
-        """The client address for a request from `peer` carrying `forwarded_for` (or None)."""
+    def resolve(self, peer: str | None, forwarded_for: str | None = None, forwarded: str | None = None) -> str:
+        """The client address for a request from `peer` carrying `X-Forwarded-For: forwarded_for` and/or
+        `Forwarded: forwarded` (RFC 7239; preferred when both are sent). Headers from an untrusted
+        peer are ignored: any client can write them."""
         address = parse_address(peer) if peer else None
         if address is None:
             return UNKNOWN_ADDRESS
-        if not forwarded_for or not self.networks or not self._trusted(address):
+        if not self.networks or not self._trusted(address):
+            return address
+        if forwarded:
+            forwarded_for = forwarded_for_hops(forwarded)
+        if not forwarded_for:
             return address
         for hop in reversed(forwarded_for.split(",")):
             parsed = parse_address(hop)

@@ -29,7 +29,8 @@ import orjson
 
 from keytrail.schemas.codec import InvalidEvent
 from keytrail.schemas.timestamps import format_utc_millis
-from keytrail.schemas.usage import MAX_FUTURE_SKEW, SECRET_SHAPE, KeyUsageEvent, Outcome
+from keytrail.schemas.secrets import identifier_holds_secret
+from keytrail.schemas.usage import MAX_FUTURE_SKEW, KeyUsageEvent, Outcome
 
 FIELDS: Final = tuple(KeyUsageEvent.model_fields)
 """The contract's fields in the model's (and so the JSON's) order."""
@@ -156,8 +157,8 @@ class _CheckedStrings:
 def _identifier(field: str, value: str) -> None:
     if value[0] not in _ID_FIRST or not _ID_CHARS.issuperset(value):
         raise _refuse(field, "may contain only letters, digits and _ . : - (starting with a letter or digit)")
-    if SECRET_SHAPE.match(value):
-        raise _refuse(field, "looks like a secret key; send the key's public id, never the secret")
+    if identifier_holds_secret(value):
+        raise _refuse(field, "holds something shaped like a secret key; send the key's public id, never the secret")
 
 
 def _method(field: str, value: str) -> None:

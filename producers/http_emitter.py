@@ -99,8 +99,8 @@ class HttpEmitter(BatchingEmitter):
         except httpx.HTTPError as error:
             return Delivery(retry=True, reason=f"{type(error).__name__}: {error}")
         status = response.status_code
-        if status == 200:
-            return _accepted(response, len(values))
+        if status == 200 or (status in (207, 422) and b'"rejected"' in response.content):
+            return _accepted(response, len(values))  # 207/422: some/all events refused, each listed
         if status == 413:
             if len(values) == 1:
                 return Delivery(failed=1, reason="413: one event is larger than the server accepts")

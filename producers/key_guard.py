@@ -15,7 +15,8 @@ must never carry the secret):
 `project_id` is the key's project when the key is known, else the middleware's `project_id`
 (default `unknown`). The route is always the template (`/v1/orders/{order_id}`), never the raw path;
 a request that matches no route is recorded as `<unmatched>`. User agent and request id are cut
-to the contract's lengths, and anything in them shaped like a KeyTrail secret is redacted.
+to the contract's lengths, and any secret in them (any vendor's shape, `keytrail.schemas.secrets`)
+is redacted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from functools import lru_cache
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,6 +35,7 @@ from keytrail.producers.client_address import ClientAddressResolver
 from keytrail.producers.emitter import UsageEmitter
 from keytrail.producers.encoding import EventIds
 from keytrail.producers.verifiers import KeyVerifier, VerifierUnavailable
+from keytrail.schemas.secrets import redact_text
 from keytrail.schemas.usage import Outcome
 from keytrail.schemas.verification import Verification
 
@@ -43,7 +46,6 @@ UNKNOWN_KEY_ID: Final = "unknown"
 UNKNOWN_PROJECT_ID: Final = "unknown"
 UNMATCHED_ROUTE: Final = "<unmatched>"
 
-_SECRET_ANYWHERE = re.compile(r"kt_([a-z0-9]+)_[A-Za-z0-9]{20,}_[A-Za-z0-9]{4,}")
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
 _COMMON_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
@@ -95,11 +97,17 @@ def bearer_token(authorization: str) -> str | None:
     return token.strip() or None
 
 
+@lru_cache(maxsize=4096)
+def _redact_cached(text: str) -> str:
+    return redact_text(text)
+
+
 def redact(text: str) -> str:
-    """`text` with anything shaped like a KeyTrail secret replaced."""
-    if "kt_" not in text:
-        return text
-    return _SECRET_ANYWHERE.sub(r"kt_\1_[REDACTED]", text)
+    """`text` with every secret the one scanner (`keytrail.schemas.secrets`) finds replaced by
+    `[REDACTED:<kind>]`. Short texts are cached: user agents and messages repeat."""
+    if len(text) <= 256:
+        return _redact_cached(text)
+    return redact_text(text)
 
 
 def clean_method(method: str) -> str:
@@ -114,7 +122,8 @@ class KeyGuard:
 
     - `service`: the service name recorded in every event.
     - `scope`: the scope every request needs, or a callable `(method, path) -> scope | None`.
-    - `trusted_proxies`: addresses/CIDRs whose `X-Forwarded-For` is believed.
+    - `trusted_proxies`: addresses/CIDRs whose `X-Forwarded-For` / `Forwarded` is believed (default:
+      `KEYTRAIL_TRUSTED_PROXIES`; empty means the TCP peer is the client).
     - `allow_query_key`: also read the key from the `query_param` query parameter (off by default:
       query strings end up in access logs).
     - `public_paths`: exact paths served without a key and without an event (health checks).
@@ -128,7 +137,7 @@ class KeyGuard:
         service: str,
         project_id: str = UNKNOWN_PROJECT_ID,
         scope: str | Callable[[str, str], str | None] | None = None,
-        trusted_proxies: Iterable[str] = (),
+        trusted_proxies: Iterable[str] | None = None,
         allow_query_key: bool = False,
         query_param: str = "api_key",
         public_paths: Iterable[str] = (),
@@ -138,6 +147,10 @@ class KeyGuard:
         self.service = service
         self.project_id = project_id
         self.scope = scope
+        if trusted_proxies is None:  # the deployment's setting, KEYTRAIL_TRUSTED_PROXIES (empty: none)
+            from keytrail.settings import get_settings
+
+            trusted_proxies = get_settings().trusted_proxy_list()
         self.addresses = ClientAddressResolver(trusted_proxies)
         self.allow_query_key = allow_query_key
         self.query_param = query_param

@@ -112,7 +112,7 @@ class KeyTrailWSGIMiddleware:
         service: str,
         project_id: str = "unknown",
         scope: str | Callable[[str, str], str | None] | None = None,
-        trusted_proxies: Iterable[str] = (),
+        trusted_proxies: Iterable[str] | None = None,
         allow_query_key: bool = False,
         query_param: str = "api_key",
         public_paths: Iterable[str] = (),
@@ -152,7 +152,9 @@ class KeyTrailWSGIMiddleware:
                 if name == guard.query_param and value:
                     presented = value
                     break
-        client_ip = guard.addresses.resolve(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"))
+        client_ip = guard.addresses.resolve(
+            environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), environ.get("HTTP_FORWARDED")
+        )
         method = environ.get("REQUEST_METHOD", "GET")
         verdict = guard.verify(presented, method, path, client_ip)
         missing = presented is None

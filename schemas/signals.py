@@ -27,6 +27,8 @@ class SignalKind(StrEnum):
     NEVER_USED = "never_used"
     EXPIRING_SOON = "expiring_soon"
     QUOTA = "quota"
+    SECRET_EXPOSED = "secret_exposed"
+    """A credential turned up in a string field of a usage event (redacted before it was stored)."""
 
 
 class Severity(StrEnum):

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from keytrail.schemas.secrets import identifier_holds_secret
 from keytrail.schemas.timestamps import UtcMillis
 
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -29,7 +30,9 @@ def normalise_ip(value: str) -> str | None:
 
 
 SECRET_SHAPE = re.compile(r"^kt_[a-z0-9]+_[A-Za-z0-9]{20,}_[A-Za-z0-9]{4,}$")
-"""What a KeyTrail secret looks like; a key_id of this shape is a leaked secret, never an id."""
+"""What a whole KeyTrail secret looks like. Identifiers are checked with the one scanner
+(`keytrail.schemas.secrets`), which finds a secret in any position or decoration (`<secret>.`,
+`x<secret>`) and of any vendor's shape; this anchored form stays for callers that match whole keys."""
 
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
@@ -81,11 +84,14 @@ class KeyUsageEvent(BaseModel):
     user_agent: Annotated[str, StringConstraints(max_length=512)] = ""
     request_id: Annotated[str, StringConstraints(max_length=128)] = ""
 
-    @field_validator("key_id")
+    @field_validator("key_id", "project_id")
     @classmethod
-    def _key_id_is_not_a_secret(cls, value: str) -> str:
-        if SECRET_SHAPE.match(value):
-            raise ValueError("key_id looks like a secret key; send the key's public id, never the secret")
+    def _identifier_is_not_a_secret(cls, value: str, info) -> str:  # type: ignore[no-untyped-def]
+        if identifier_holds_secret(value):
+            raise ValueError(
+                f"{info.field_name} holds something shaped like a secret key; "
+                "send the key's public id, never the secret"
+            )
         return value
 
     @field_validator("client_ip")

@@ -19,7 +19,8 @@ from uuid import UUID
 
 import msgspec
 
-from keytrail.schemas.usage import _MAX_FUTURE_SKEW_S, SECRET_SHAPE, KeyUsageEvent, Outcome, normalise_ip
+from keytrail.schemas.secrets import identifier_holds_secret
+from keytrail.schemas.usage import _MAX_FUTURE_SKEW_S, KeyUsageEvent, Outcome, normalise_ip
 
 # Patterns end in \Z, not $: Python's $ also matches before a trailing newline, pydantic's does not.
 _IDENTIFIER = msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*\Z")
@@ -63,7 +64,8 @@ def decode_fast(payload: bytes) -> FastUsageEvent | None:
     """The event if the fast path can vouch for it, else None (then ask pydantic for the verdict).
 
     Applies the model's own checks after parsing: timezone required, converted to UTC and cut to
-    milliseconds, not too far in the future, client IP canonical, key id not shaped like a secret.
+    milliseconds, not too far in the future, client IP canonical, key and project ids holding no secret
+    (in any position: the one scanner of `keytrail.schemas.secrets`).
     """
     try:
         event = _DECODER.decode(payload)
@@ -82,7 +84,7 @@ def decode_fast(payload: bytes) -> FastUsageEvent | None:
         occurred_at = occurred_at.replace(microsecond=micro - micro % 1000)
     if occurred_at.timestamp() - time.time() > _MAX_FUTURE_SKEW_S:
         return None
-    if SECRET_SHAPE.match(event.key_id):
+    if identifier_holds_secret(event.key_id) or identifier_holds_secret(event.project_id):
         return None
     client_ip = normalise_ip(event.client_ip)
     if client_ip is None:

@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Final
 
@@ -20,6 +19,7 @@ from keytrail.console.api.errors import ApiError
 from keytrail.keystore.caller import Caller
 from keytrail.keystore.listing import KeyFilter
 from keytrail.keystore.store import KeyStore
+from keytrail.producers.client_address import ClientAddressResolver
 from keytrail.schemas.keys import KeyStatus
 from keytrail.schemas.usage import Outcome
 from keytrail.schemas.verification import Verification
@@ -87,13 +87,23 @@ def bearer_token(request: Request) -> str | None:
 UNKNOWN_CLIENT: Final = "0.0.0.0"
 
 
+def _resolver(request: Request) -> ClientAddressResolver:
+    resolver = getattr(request.app.state, "client_addresses", None)
+    if resolver is None:
+        settings = getattr(request.app.state, "settings", None)
+        resolver = ClientAddressResolver(settings.trusted_proxy_list() if settings is not None else ())
+        request.app.state.client_addresses = resolver
+    return resolver
+
+
 def client_ip(request: Request) -> str:
-    """The peer address, or 0.0.0.0 when the transport gives none that parses (it then matches no allowlist)."""
-    host = request.client.host if request.client else ""
-    try:
-        return str(ip_address(host))
-    except ValueError:
-        return UNKNOWN_CLIENT
+    """The client's address: the TCP peer, unless the peer is one of KEYTRAIL_TRUSTED_PROXIES and sent
+    `X-Forwarded-For` / `Forwarded` (then the first untrusted hop from the right). 0.0.0.0 when the
+    transport gives no address that parses (it then matches no allowlist)."""
+    host = request.client.host if request.client else None
+    return _resolver(request).resolve(
+        host, request.headers.get("x-forwarded-for"), request.headers.get("forwarded")
+    )
 
 
 _MISSING = Verification(Outcome.INVALID, reason="missing Authorization: Bearer <KeyTrail key>")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Final
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from keytrail.console.api.auth import INGEST, PROJECT_WRITE
 from keytrail.console.api.dependencies import Caller, Runtime
@@ -19,9 +20,14 @@ from keytrail.console.api.models import (
 )
 from keytrail.schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_usage_event
 from keytrail.schemas.usage import KeyUsageEvent, Outcome
+from keytrail.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 MAX_BODY_BYTES = MAX_INGEST_BATCH * MAX_EVENT_BYTES
+
+PLACEHOLDER_KEY_IDS: Final = frozenset({"anonymous", "unknown"})
+"""What the middleware records for requests without a key or with a key no store knows; they never
+name a real key, so they are accepted even where a project takes its existing keys only."""
 
 
 @router.post("/verify", response_model=VerifyResponse, summary="Verify a presented key (never echoed back)")
@@ -58,13 +64,56 @@ def _check_event(index: int, raw: object, visible_project: str | None) -> KeyUsa
     return event
 
 
+def _scope_to_key_owners(
+    decoded: list[tuple[int, KeyUsageEvent]], rt: Runtime, settings: Settings
+) -> tuple[list[KeyUsageEvent], list[Rejection]]:
+    """Writes are scoped like reads: an event must name a key of its own project_id (the key store
+    says which project a key belongs to), and, where the project takes its existing keys only, a
+    key the store knows. The reason never says which project another project's key belongs to."""
+    owners = rt.keystore.projects_of(event.key_id for _, event in decoded) if decoded else {}
+    valid: list[KeyUsageEvent] = []
+    rejected: list[Rejection] = []
+    for index, event in decoded:
+        owner = owners.get(event.key_id)
+        if owner is not None and owner != event.project_id:
+            rejected.append(
+                Rejection(
+                    index=index,
+                    code="key_not_in_project",
+                    reason=f"key_id {event.key_id!r} is not a key of project {event.project_id!r}",
+                )
+            )
+        elif (
+            owner is None
+            and event.key_id not in PLACEHOLDER_KEY_IDS
+            and settings.requires_existing_keys(event.project_id)
+        ):
+            rejected.append(
+                Rejection(
+                    index=index,
+                    code="unknown_key",
+                    reason=(
+                        f"project {event.project_id!r} takes usage of its existing keys only; "
+                        f"key_id {event.key_id!r} is not one of them"
+                    ),
+                )
+            )
+        else:
+            valid.append(event)
+    return valid, rejected
+
+
 @router.post(
     "/events",
     response_model=IngestResult,
     summary=f"Ingest up to {MAX_INGEST_BATCH} KeyUsageEvents; valid ones are accepted, the others listed",
-    responses={413: {"description": "too many events in one batch"}},
+    responses={
+        207: {"model": IngestResult, "description": "some events were refused (listed with index and reason)"},
+        413: {"description": "too many events in one batch, or a body over the size limit"},
+        422: {"model": IngestResult, "description": "every event was refused (listed with index and reason)"},
+    },
 )
-def ingest(body: IngestBatch, request: Request, who: Caller, rt: Runtime) -> IngestResult:
+def ingest(body: IngestBatch, request: Request, response: Response, who: Caller, rt: Runtime) -> IngestResult:
     who.require(INGEST)
     if len(body.events) > MAX_INGEST_BATCH:
         raise ApiError(
@@ -72,17 +121,22 @@ def ingest(body: IngestBatch, request: Request, who: Caller, rt: Runtime) -> Ing
             "batch_too_large",
             f"{len(body.events)} events in one batch; send at most {MAX_INGEST_BATCH} per request",
         )
-    valid: list[KeyUsageEvent] = []
+    decoded: list[tuple[int, KeyUsageEvent]] = []
     rejected: list[Rejection] = []
     visible = who.visible_project()
     for index, raw in enumerate(body.events):
         checked = _check_event(index, raw, visible)
         if isinstance(checked, Rejection):
             rejected.append(checked)
-            rt.metrics.events_rejected.labels(checked.code).inc()
         else:
-            valid.append(checked)
+            decoded.append((index, checked))
+    valid, refused = _scope_to_key_owners(decoded, rt, request.app.state.settings)
+    rejected = sorted(rejected + refused, key=lambda r: r.index)
+    for rejection in rejected:
+        rt.metrics.events_rejected.labels(rejection.code).inc()
     result = rt.ingest(valid) if valid else None
+    if rejected:
+        response.status_code = 207 if valid else 422
     return IngestResult(
         accepted=len(result.accepted) if result else 0,
         duplicates=result.duplicates if result else 0,

@@ -68,7 +68,7 @@ def test_metrics_expose_ingest_rejections_keys_and_requests(console):
     assert "keytrail_events_ingested_total" in text
     assert 'keytrail_events_rejected_total{code="schema_violation"}' in text
     assert 'keytrail_keys{status="active"}' in text
-    assert 'keytrail_api_requests_total{method="POST",route="/v1/events",status="200"}' in text
+    assert 'keytrail_api_requests_total{method="POST",route="/v1/events",status="207"}' in text
     assert secret not in text
 
 
@@ -264,7 +264,7 @@ def test_ingest_accepts_the_valid_events_and_lists_the_rest(console):
         42,
     ]
     response = console.client.post("/v1/events", headers=bearer(secret), json={"events": batch})
-    assert response.status_code == 200
+    assert response.status_code == 207  # some refused, each listed
     body = response.json()
     assert body["accepted"] == 3 and body["duplicates"] == 0
     assert [r["index"] for r in body["rejected"]] == [1, 3, 5]
