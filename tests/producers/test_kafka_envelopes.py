@@ -193,3 +193,19 @@ def test_envelopes_librdkafka_refuses_as_too_large_are_halved_too(kafka_bootstra
     messages = read_topic(kafka_bootstrap, usage_topic)
     assert {int(e.request_id) for e in topic_events(messages)} == set(range(300))
     assert all(len(m.value()) <= 5000 for m in messages)
+
+
+def test_a_full_in_memory_queue_drops_are_counted_and_logged_never_blocking(tmp_path, caplog):
+    # No broker: envelopes cannot be placed until the metadata fetch gives up, so events wait in
+    # the queue; past `max_queue` they are dropped at once, counted and logged.
+    emitter = KafkaEmitter(f"127.0.0.1:{free_port()}", topic="t", spool_dir=tmp_path / "spool", max_queue=100)
+    try:
+        for n in range(1000):
+            emitter.emit(_fields(n))
+        at_emit = emitter.counters
+    finally:
+        emitter.close(timeout=0)
+    counters = emitter.counters
+    assert at_emit.emitted == 1000 and at_emit.dropped >= 1000 - 100 - at_emit.spooled
+    assert counters.spooled + counters.dropped == 1000 and counters.delivered == 0
+    assert "DROPPED" in caplog.text and "queue is full" in caplog.text
