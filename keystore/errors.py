@@ -76,3 +76,24 @@ class UnsupportedStoreUrl(KeyStoreError):
     """The key store URL names a backend the key store does not support."""
 
     code = "unsupported_store_url"
+
+
+class KeyStoreBusy(KeyStoreError):
+    """Another process holds the key store's write lock longer than the bounded wait
+    (KEYTRAIL_KEYSTORE_BUSY_TIMEOUT_SECONDS); the request can be retried."""
+
+    code = "keystore_busy"
+    retry_after_seconds: ClassVar[int] = 1
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or "the key store is locked by another process (a long write, a backup, an open sqlite3 shell); "
+            "retry shortly, and find the process holding it if this lasts"
+        )
+
+
+class KeyStoreCorrupt(KeyStoreError):
+    """The key store file exists but is not a readable key store."""
+
+    code = "keystore_corrupt"

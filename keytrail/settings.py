@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         default=1.5, gt=0, le=60, description="longest wait for a SQLite key store locked by another process"
     )
     max_request_body_bytes: int = Field(
-        default=8 * 1024 * 1024, ge=1024, description="largest request body the console reads (413 above it)"
+        default=16 * 1024 * 1024, ge=1024, description="largest request body the console reads (413 above it)"
     )
 
     @field_validator("trusted_proxies")

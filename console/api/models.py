@@ -144,3 +144,10 @@ class Rows(BaseModel):
 class Health(BaseModel):
     status: str
     mode: str
+    detail: str = ""
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready, or not_ready when a check is not ok")
+    mode: str
+    checks: dict[str, str] = Field(description="per dependency: ok, busy: …, error: …, or not used")
