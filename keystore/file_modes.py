@@ -43,7 +43,7 @@ def ensure_private_file(path: Path) -> Path:
     except FileExistsError:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
-            log.warning("%s was readable by others (mode %o); tightening it to 0600", path, mode)
+            log.info("%s was readable by others (mode %o); tightening it to 0600", path, mode)
             os.chmod(path, PRIVATE_FILE)
         return path
     os.close(descriptor)

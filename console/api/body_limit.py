@@ -14,10 +14,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """Pure ASGI middleware: 413 `payload_too_large` naming the limit, never more than
     `max_bytes` (+ one chunk) read from the client."""
@@ -57,26 +53,32 @@ class BodyLimit:
                     await self._answer(send, 413, "payload_too_large", self._message(f"of {int(value)} bytes"))
                     return
         received = 0
-        started = False
+        started = answered = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, answered
+            if answered:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    # answer now and tell the app the client is gone: it stops reading, whatever it
+                    # does with the error (FastAPI turns exceptions while parsing into a 400)
+                    if not started:
+                        answered = True
+                        await self._answer(
+                            send, 413, "payload_too_large", self._message(f"of more than {self.max_bytes} bytes")
+                        )
+                    return {"type": "http.disconnect"}
             return message
 
         async def observed_send(message: Message) -> None:
             nonlocal started
+            if answered:
+                return  # the 413 went out already
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, observed_send)
-        except _TooLarge:
-            if started:
-                raise
-            await self._answer(send, 413, "payload_too_large", self._message(f"of more than {self.max_bytes} bytes"))
+        await self.app(scope, limited_receive, observed_send)
