@@ -28,7 +28,6 @@ def serve(
     import uvicorn
 
     from keytrail.console.api import create_app
-
     from keytrail.keystore.errors import KeyStoreError
     from keytrail.keystore.store import KeyStore
 

@@ -10,11 +10,10 @@ change to a key), `lookup.py` (verify) and `last_used.py` (the projector's updat
 verification cache is `verification.py`.
 """
 
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-
-import sqlite3
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError

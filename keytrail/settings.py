@@ -2,9 +2,8 @@
 
 from enum import StrEnum
 from functools import lru_cache
-from pathlib import Path
-
 from ipaddress import ip_network
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict

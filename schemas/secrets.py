@@ -93,7 +93,7 @@ _SCANNER: Final = re.compile(
     "(?=" + "|".join(f"(?P<{kind}>{pattern.replace('(?P<s>', f'(?P<s_{kind}>')})" for kind, pattern in _RULES) + ")"
 )
 """Every position where a rule matches (a lookahead: matches may overlap, `<secret><secret>`)."""
-_TOKEN: Final = re.compile(r"[A-Za-z0-9+/=_-]{%d,}" % HIGH_ENTROPY_MIN_LENGTH)
+_TOKEN: Final = re.compile(rf"[A-Za-z0-9+/=_-]{{{HIGH_ENTROPY_MIN_LENGTH},}}")
 HIGH_ENTROPY_WINDOW: Final = 32
 """Entropy is judged on windows of this many characters, so padding cannot dilute a random part."""
 
@@ -113,8 +113,8 @@ _TRIGGERS: Final[tuple[str, ...]] = (
     r"eyJ",
     r"[Bb][Ee][Aa][Rr][Ee][Rr]",
     r"://[^/\s:@\"]+:",
-    r"[A-Za-z0-9+/=_-]{%d}" % HIGH_ENTROPY_TOKEN_LENGTH,
-    r"[A-Za-z0-9+/=_]{%d}" % HIGH_ENTROPY_MIN_LENGTH,
+    rf"[A-Za-z0-9+/=_-]{{{HIGH_ENTROPY_TOKEN_LENGTH}}}",
+    rf"[A-Za-z0-9+/=_]{{{HIGH_ENTROPY_MIN_LENGTH}}}",
     r"\\u00[2-7][0-9A-Fa-f]",
 )
 PREFILTER_PATTERN: Final = "|".join(_TRIGGERS)

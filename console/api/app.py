@@ -21,8 +21,8 @@ from keytrail.console.api.errors import install_error_handlers
 from keytrail.console.api.models import Health, Readiness
 from keytrail.console.api.runtime import WEDGED_AFTER_SECONDS, ConsoleRuntime, PipelineBusy
 from keytrail.console.embedded import EmbeddedPipeline
-from keytrail.schemas.usage import Outcome
 from keytrail.keystore.errors import KeyStoreBusy
+from keytrail.schemas.usage import Outcome
 from keytrail.settings import RunMode, Settings
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ def test_no_planted_secret_is_found_in_any_table_or_response(console):
     key_id, ingest = console.new_key("leaky", "ingest", "project:read")
     planted: list[str] = []
     events = []
-    for kind, secret in planted_secrets().items():
+    for secret in planted_secrets().values():
         for field in FIELDS:
             value = f"x{secret}."[: LIMITS[field]]
             if field == "route":

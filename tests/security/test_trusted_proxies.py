@@ -63,7 +63,7 @@ def test_the_resolver_walks_hops_only_from_trusted_peers():
     trusted = ClientAddressResolver(["10.0.0.0/8"])
     assert trusted.resolve("192.0.2.1", INSIDE) == "192.0.2.1"  # peer not trusted: header ignored
     assert trusted.resolve("10.1.1.1", f"{INSIDE}, 10.2.2.2") == INSIDE
-    assert trusted.resolve("10.1.1.1", None, f'for="[2001:db8::1]:4711", for=10.2.2.2') == "2001:db8::1"
+    assert trusted.resolve("10.1.1.1", None, 'for="[2001:db8::1]:4711", for=10.2.2.2') == "2001:db8::1"
     assert trusted.resolve("10.1.1.1", None, "for=_hidden") == "10.1.1.1"
 
 
