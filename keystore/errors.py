@@ -5,12 +5,13 @@ Messages never contain secrets: a key id that looks like a secret key is not ech
 
 from typing import ClassVar
 
-from keytrail.schemas.usage import SECRET_SHAPE
+from keytrail.schemas.secrets import identifier_holds_secret
 
 
 def describe_key_id(key_id: str) -> str:
-    """A key id safe to put in a message: a pasted secret is replaced by a warning."""
-    if SECRET_SHAPE.match(key_id) or key_id.startswith("kt_"):
+    """A key id safe to put in a message: a pasted secret (any vendor's, in any position) is
+    replaced by a warning."""
+    if key_id.startswith("kt_") or identifier_holds_secret(key_id[:512]):
         return "<a secret key, not a key id: never paste secrets; rotate it if it was shared>"
     return repr(key_id[:64])
 

@@ -97,3 +97,45 @@ def test_a_secret_shaped_key_id_in_any_decoration_is_refused_and_never_served(co
     top = console.client.get("/v1/usage/top_keys", headers=bearer(ingest), params={"since": "1d"})
     assert secret not in top.text
     assert secret not in console.all_rows_text()
+
+
+def test_error_messages_never_echo_a_secret_sent_as_a_key_id_or_scope(console):
+    secret = planted_secrets()["aws_access_key"]
+    admin = bearer(console.admin_key)
+    for path in (f"/v1/keys/{secret}", f"/v1/keys/x{secret}.", f"/v1/keys/{secret}/usage"):
+        answer = console.client.get(path, headers=admin)
+        assert answer.status_code == 404 and secret not in answer.text, (path, answer.text)
+    _, ingest = console.new_key("scoped", "ingest")
+    verdict = console.client.post("/v1/verify", headers=bearer(ingest), json={"key": ingest, "scope": f"x{secret}"})
+    assert verdict.status_code == 200 and verdict.json()["outcome"] == "denied"
+    assert secret not in verdict.text
+
+
+def test_keytrail_ingest_direct_stores_no_secret_and_its_rejects_file_holds_none(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    secret = planted_secrets()["github_token"]
+    lines = [_event("key_cliDirect0000000001", "cli", user_agent=f"bot {secret}"),
+             _event(f"x{secret}", "cli")]
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    data_dir = tmp_path / "data"
+    keytrail = Path(sys.executable).parent / "keytrail"
+    env = {**os.environ, "KEYTRAIL_DATA_DIR": str(data_dir), "KEYTRAIL_API_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([str(keytrail), "ingest", "--direct", str(source)], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # one line rejected
+    assert secret not in done.stdout + done.stderr
+    rejects = (tmp_path / "events.rejects.jsonl").read_text()
+    assert "key_id" in rejects and secret not in rejects
+    read = (  # in a process of its own: chDB serves one data directory per process
+        "import json, sys; from keytrail.sql.backends import open_clickhouse; "
+        "b = open_clickhouse('chdb://' + sys.argv[1]); "
+        "print(json.dumps([r['user_agent'] for r in b.query('SELECT user_agent FROM usage_events')])); b.close()"
+    )
+    stored = subprocess.run([sys.executable, "-c", read, str(data_dir / "chdb")], capture_output=True, text=True,
+                            timeout=120, check=True).stdout
+    assert json.loads(stored.strip().splitlines()[-1]) == ["bot [REDACTED:github_token]"]
