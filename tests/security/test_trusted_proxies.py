@@ -9,7 +9,6 @@ import pytest
 from fastapi import FastAPI, Request
 from flask import Flask
 
-from keytrail.keystore.store import KeyStore
 from keytrail.producers.asgi import KeyTrailMiddleware
 from keytrail.producers.client_address import ClientAddressResolver
 from keytrail.producers.inprocess_emitter import InProcessEmitter
@@ -67,11 +66,6 @@ def test_the_resolver_walks_hops_only_from_trusted_peers():
     assert trusted.resolve("10.1.1.1", None, "for=_hidden") == "10.1.1.1"
 
 
-@pytest.fixture
-def store(tmp_path):
-    with KeyStore.open(f"sqlite:///{tmp_path / 'keys.db'}", b"proxies-test-secret-0123456789") as opened:
-        yield opened
-
 
 def _guarded_asgi(store, **options):
     app = FastAPI()
@@ -112,3 +106,4 @@ def test_the_middlewares_believe_forwarding_headers_only_from_trusted_proxies(st
     response = flask_app.test_client().get("/orders", headers={"Authorization": f"Bearer {secret}"},
                                            environ_base=environ)
     assert response.status_code == expected
+
