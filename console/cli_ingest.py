@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keytrail.producers.encoding import UsageEncoder
+from keytrail.schemas.batch_codec import DecodedBatch, decode_lines
 from keytrail.schemas.codec import InvalidEvent, decode_usage_event
 from keytrail.schemas.secrets import redact_text, scrub_event
 from keytrail.schemas.topics import Topics
@@ -79,6 +80,49 @@ def _read_events(path: Path, tally: Tally) -> Iterator[list[tuple[int, bytes, Ke
                 yield batch
                 batch = []
     if batch:
+        yield batch
+
+
+DIRECT_BATCH = 50_000
+"""Lines per batch of the direct (in-process) ingest: one columnar batch through the core."""
+
+
+def _read_decoded(path: Path, tally: Tally) -> Iterator[DecodedBatch]:
+    """Batches of valid events decoded in bulk (positions hold line numbers); invalid lines go to `tally`."""
+    lines: list[bytes] = []
+    numbers: list[int] = []
+
+    def decoded() -> DecodedBatch:
+        batch = decode_lines(lines, numbers)
+        for refused in batch.rejected:
+            tally.reject(refused.offset, refused.code, refused.reason, refused.payload)
+        return batch
+
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            tally.lines += 1
+            lines.append(line)
+            numbers.append(number)
+            if len(lines) >= DIRECT_BATCH:
+                yield decoded()
+                lines, numbers = [], []
+    if lines:
+        yield decoded()
+
+
+def _read_decoded_paused(path: Path, tally: Tally) -> Iterator[DecodedBatch]:
+    """`_read_decoded` with the cyclic collector paused while each batch is read and decoded."""
+    from keytrail.stream_processors.core.gc_pause import collector_paused
+
+    batches = _read_decoded(path, tally)
+    while True:
+        with collector_paused():
+            batch = next(batches, None)
+        if batch is None:
+            return
         yield batch
 
 
@@ -229,10 +273,13 @@ def ingest(
         _ingest_over_http(file, tally, url, _ingest_key(api_key, settings.data_dir))
         _finish(tally, _rejects_path(file, rejects), f"console {url}", started)
         return
-    from keytrail.console.embedded import EmbeddedPipeline
+    from keytrail.console.embedded import EmbeddedPipeline, StoreInUse
 
     try:
         pipeline = EmbeddedPipeline(settings)
+    except StoreInUse as in_use:
+        console.print(f"[red]error:[/red] {in_use}", soft_wrap=True)
+        raise typer.Exit(2) from None
     except Exception as error:  # noqa: BLE001 - one clear line instead of a traceback
         console.print(
             f"[red]error:[/red] no console answers at {url} and the embedded store at {settings.data_dir} "
@@ -240,8 +287,8 @@ def ingest(
         )
         raise typer.Exit(2) from None
     try:
-        for batch in _read_events(file, tally):
-            result = pipeline.ingest([event for _, _, event in batch])
+        for batch in _read_decoded_paused(file, tally):
+            result = pipeline.ingest(batch.events)
             tally.accepted += len(result.accepted)
             tally.late += len(result.late)
             tally.duplicates += result.duplicates

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,11 +19,66 @@ from keytrail.sql.migrate import migrate
 from keytrail.stream_processors.alerting import PeriodicScan, build_alert_engine
 from keytrail.stream_processors.alerting.engine import AlertEngine
 from keytrail.stream_processors.core.aggregate import BatchResult, UsageAggregator
+from keytrail.stream_processors.core.gc_pause import collector_paused
 from keytrail.stream_processors.detectors import default_detectors
 from keytrail.stream_processors.projector import LastUsedProjector
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
-from keytrail.stream_processors.state_stores import InMemoryStates
+from keytrail.stream_processors.state_stores import SqliteStates
+
+
+class StoreInUse(RuntimeError):
+    """Another process owns the embedded store (one writer per data directory keeps counts exact)."""
+
+
+_held: dict[Path, list] = {}
+_held_lock = threading.Lock()
+
+
+class DataDirectoryLock:
+    """An exclusive lock on an embedded data directory, held for the life of the pipeline.
+
+    Counts stay exact because one process at a time folds events into a data directory's key
+    states and minute rows; a second process is refused at once with one line naming the owner
+    and the way to reach it (`keytrail ingest` without `--direct` posts to the running console).
+    Re-entrant within a process (the console and the demo open the pipeline more than once).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = (data_dir / "keytrail.lock").resolve()
+
+    def acquire(self) -> None:
+        with _held_lock:
+            held = _held.get(self.path)
+            if held is not None:
+                held[1] += 1
+                return
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise StoreInUse(
+                    f"the embedded store {self.path.parent} is in use by {owner}; send events through it "
+                    f"(`keytrail ingest FILE` without --direct posts to the running console) or stop it first"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv[:2]) or 'python'})".encode(), 0)
+            _held[self.path] = [fd, 1]
+
+    def release(self) -> None:
+        with _held_lock:
+            held = _held.get(self.path)
+            if held is None:
+                return
+            held[1] -= 1
+            if held[1] == 0:
+                fd = held[0]
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                del _held[self.path]
 
 
 class EmbeddedPipeline:
@@ -35,6 +94,16 @@ class EmbeddedPipeline:
         if settings.clickhouse_url.startswith("chdb://"):
             ensure_private_directory(Path(settings.clickhouse_url.removeprefix("chdb://")))
         self.settings = settings
+        self.lock = DataDirectoryLock(settings.data_dir)
+        self.lock.acquire()
+        try:
+            self._open(settings, clickhouse, keystore, alerting)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, settings: Settings, clickhouse: ClickHouseBackend | None, keystore: KeyStore | None,
+              alerting: bool) -> None:
         self.clickhouse = clickhouse or open_clickhouse(settings.clickhouse_url)
         migrate(self.clickhouse)
         self.audit_trail = ClickHouseLifecycleSink(self.clickhouse)
@@ -42,7 +111,7 @@ class EmbeddedPipeline:
             settings.keystore_url, settings.hashing_secret(), env=settings.key_env, lifecycle_sink=self.audit_trail
         )
         self.keystore.publish_pending_events(self.audit_trail)  # whatever earlier processes left in the outbox
-        self.states = InMemoryStates()
+        self.states = SqliteStates(Path(settings.data_dir) / "core-state.db")
         self.aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
         self.sink = ClickHouseSink(self.clickhouse)
         self.projector = LastUsedProjector(self.keystore)
@@ -62,10 +131,12 @@ class EmbeddedPipeline:
         """Process one batch end to end; returns what the core produced."""
         scrubbed = scrub_events(events)  # no secret reaches a table; each leak raises secret_exposed
         self.secrets_redacted = getattr(self, "secrets_redacted", 0) + scrubbed.redacted_events
-        result = self.aggregator.process(scrubbed.events, self.states)
-        result.signals.extend(scrubbed.signals)
-        self.sink.write_batch(result)
+        with collector_paused():
+            result = self.aggregator.process(scrubbed.events, self.states)
+            result.signals.extend(scrubbed.signals)
+            self.sink.write_batch(result)
         self.projector.apply(result.last_used)
+        self.states.commit()  # after the outputs are durable: a crash in between redoes the batch
         if self.alerts is not None:
             self.alerts.handle_result(result)
         return result
@@ -77,3 +148,5 @@ class EmbeddedPipeline:
             self.alerts.close()
         self.sink.close()
         self.keystore.close()
+        self.states.close()
+        self.lock.release()

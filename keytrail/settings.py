@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     )
     key_env: str = Field(default="live", pattern=r"^[a-z0-9]{1,10}$", description="the <env> in kt_<env>_…")
     api_url: str = Field(default="http://127.0.0.1:8477", description="where `keytrail serve` listens")
-    worker_batch_size: int = Field(default=5000, ge=1)
+    worker_batch_size: int = Field(default=5000, ge=1, description="most Kafka records in one worker batch")
+    worker_batch_events: int = Field(
+        default=200_000, ge=1, description="most events in one worker batch (an envelope carries up to 500)"
+    )
     worker_batch_seconds: float = Field(default=0.5, gt=0, description="longest wait to fill a worker batch")
     worker_state_cache_keys: int = Field(
         default=50_000, ge=0, description="decoded key states the worker keeps between batches (~5 KB each); 0 = all"

@@ -1,26 +1,52 @@
-"""Two ClickHouse backends behind one small protocol: chDB in-process and a server over HTTP.
+"""The ClickHouse store: one clickhouse-connect client, chosen by URL, for chDB and servers alike.
 
-Both speak the same SQL, take parameters with ClickHouse's own `{name:Type}` binding and
-return rows decoded from JSONEachRow, so a query gives the same Python values on either.
+`open_clickhouse("chdb:///path")` gives clickhouse-connect's in-process chDB client,
+`open_clickhouse("http(s)://user:pass@host:8123/db")` its HTTP client for a server; both sit
+behind the same `ClickHouseStore`, so migrations, sinks, canned queries and the API run the
+same code whichever they get. Parameters are always bound server-side (`{name:Type}` in the
+SQL, values sent apart from it by the client); nothing here escapes or formats a value into SQL.
+
+- `command(sql, params)`: DDL, ALTER, INSERT … SELECT; returns nothing.
+- `query(sql, params) -> list[dict]`: rows as JSON values (ISO 8601 UTC times, addresses and
+  UUIDs as text, exact Float32 text), the shape the HTTP API, the CLI and the alert store hand
+  on. ClickHouse itself renders them (JSONEachRow through the client), so chDB and a server
+  give byte-identical answers.
+- `insert_arrow(table, pyarrow.Table)`: the sink's bulk path (the client's Arrow insert; chDB
+  ingests it from a temporary file in one statement).
+- `insert_json_rows(table, payload)`: newline-delimited JSON rows, for the small tables (signals,
+  alerts, lifecycle audit) whose rows are simplest as JSON.
+
+Errors: `ClickHouseUnavailable` (the server cannot be reached, the connection broke: retry
+with backoff) and `ClickHouseError` (the statement or data was refused: retrying will not
+help), mapped from clickhouse-connect's exception classes.
+
+Threads: one store may be shared by threads. The chDB client serialises calls on its engine
+handle (clickhouse-connect holds a lock per client); the HTTP client runs session-less here
+(`autogenerate_session_id=False`), so concurrent statements from threads do not collide on a
+server session. chDB hosts one engine per process and one data directory per engine: every
+store in a process must use the same `chdb://` path (clients on that path share the data),
+and a second process cannot open a directory another process holds — in embedded mode the
+server owns it and the CLI talks to the server.
 """
 
 from __future__ import annotations
 
-import threading
-from datetime import UTC, datetime
+import os
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse, urlunparse
 
 import orjson
 
-JSON_OUTPUT_SETTINGS = {
+SESSION_SETTINGS = {
     "output_format_json_quote_64bit_integers": 0,
     "output_format_json_quote_64bit_floats": 0,
     "date_time_output_format": "iso",
     "date_time_input_format": "best_effort",
 }
-"""Session settings of both backends: plain JSON numbers, ISO times out, ISO 8601 (any offset) accepted in."""
+"""Settings of every store: plain JSON numbers, ISO times out, ISO 8601 (any offset) accepted in."""
+
+JSON_OUTPUT_SETTINGS = SESSION_SETTINGS  # the former name, kept for importers
 
 
 class ClickHouseError(RuntimeError):
@@ -31,37 +57,8 @@ class ClickHouseUnavailable(ClickHouseError):
     """ClickHouse could not be reached; callers retry with backoff."""
 
 
-_ESCAPED_TEXT = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
-"""ClickHouse parses a `{name:String}` parameter in its escaped text form: these must be escaped."""
-
-
-def clickhouse_literal(value: Any) -> str:
-    """A parameter value in the text form ClickHouse parses for `{name:Type}` (chDB takes text only)."""
-    if isinstance(value, str):
-        return value.translate(_ESCAPED_TEXT)
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    if isinstance(value, list | tuple | set | frozenset):
-        return "[" + ",".join(_quoted(v) for v in value) + "]"
-    if value is None:
-        return "\\N"
-    return str(value)
-
-
-def _quoted(value: Any) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(value, datetime):
-        return "'" + clickhouse_literal(value) + "'"
-    return clickhouse_literal(value)
-
-
 class ClickHouseBackend(Protocol):
-    """What KeyTrail needs from ClickHouse."""
+    """What KeyTrail needs from ClickHouse (implemented by `ClickHouseStore`; tests wrap it)."""
 
     url: str
 
@@ -81,144 +78,150 @@ class ClickHouseBackend(Protocol):
         """Release the connection or the in-process engine."""
 
 
-def _decode_rows(raw: bytes) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in raw.splitlines() if line]
+class ClickHouseStore:
+    """KeyTrail's ClickHouse, through one clickhouse-connect client (chDB in-process or a server)."""
 
+    def __init__(self, client: Any, url: str, *, database: str | None = None, kind: str = "server") -> None:
+        self._client = client
+        self.url = url
+        self.database = database or "default"
+        self.kind = kind
+        """`chdb` or `server`."""
 
-class ChdbBackend:
-    """chDB, ClickHouse's engine in-process; one process per data directory, so it is serialised."""
-
-    def __init__(self, path: str | Path) -> None:
-        from chdb import session as chdb_session
-
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.url = f"chdb://{self.path}"
-        self._lock = threading.Lock()
-        self._session = chdb_session.Session(str(self.path))
-        if not hasattr(self._session, "send_insert"):  # chDB older than streaming inserts
-            self.insert_arrow = None  # callers then fall back to insert_json_rows
-        for name, value in JSON_OUTPUT_SETTINGS.items():
-            self._session.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
-
-    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
-        with self._lock:
-            try:
-                bound = {name: clickhouse_literal(value) for name, value in (params or {}).items()}
-                result = self._session.query(sql, fmt, params=bound)
-            except Exception as exc:  # chDB raises plain RuntimeError for every engine error
-                raise ClickHouseError(str(exc)) from exc
-        return result.bytes() if result is not None else b""
+    @property
+    def client(self) -> Any:
+        """The clickhouse-connect client, for what the store does not wrap (typed Native reads, …)."""
+        return self._client
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        self._run(sql, "CSV", params)
+        try:
+            self._client.command(sql, parameters=params or None)
+        except Exception as exc:
+            raise _mapped(exc, self.url) from exc
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return _decode_rows(self._run(sql, "JSONEachRow", params))
-
-    def insert_json_rows(self, table: str, payload: bytes) -> None:
-        if payload:
-            self._run(f"INSERT INTO {table} FORMAT JSONEachRow\n" + payload.decode(), "CSV", None)
+        try:
+            raw = self._client.raw_query(sql, parameters=params or None, fmt="JSONEachRow")
+        except Exception as exc:
+            raise _mapped(exc, self.url) from exc
+        return [orjson.loads(line) for line in raw.splitlines() if line]
 
     def insert_arrow(self, table: str, data: Any) -> None:
-        """Insert a pyarrow Table, its columns named as in `table`, streamed as ArrowStream.
+        """Insert a pyarrow Table whose columns are named as in `table`.
 
-        Several times cheaper than JSONEachRow: no text parsing, no payload in the SQL text.
-        ClickHouse converts the Arrow types on insert exactly as from JSON text: string to
-        IPv6 (IPv4 mapped), Enum8 and UUID, fixed_size_binary(16) to UUID (RFC byte order),
-        timestamp[ms, UTC] to DateTime64(3), integer epoch seconds to DateTime.
+        ClickHouse converts the Arrow types on insert as it does JSON text: string to IPv6 (IPv4
+        mapped), Enum8 and UUID, fixed_size_binary(16) to UUID (RFC byte order), timestamp[ms,
+        UTC] to DateTime64(3), integer epoch seconds to DateTime.
         """
         if not data.num_rows:
             return
-        import pyarrow as pa
-
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, data.schema) as writer:
-            writer.write_table(data)
-        block = sink.getvalue().to_pybytes()
-        columns = ", ".join(f"`{name}`" for name in data.column_names)
-        with self._lock:
-            try:
-                with self._session.send_insert(f"INSERT INTO {table} ({columns})", "ArrowStream") as inserter:
-                    inserter.append(block)
-                    inserter.finish()
-            except Exception as exc:  # chDB raises plain RuntimeError for every engine error
-                raise ClickHouseError(str(exc)) from exc
-
-    def close(self) -> None:
-        with self._lock:
-            self._session.close()
-
-
-class ServerBackend:
-    """A ClickHouse server through clickhouse-connect (HTTP)."""
-
-    def __init__(self, url: str) -> None:
-        import clickhouse_connect
-
-        parsed = urlparse(url)
-        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        self.url = url
-        self.database = parsed.path.lstrip("/") or "default"
-        self._lock = threading.Lock()
         try:
-            self._client = clickhouse_connect.get_client(
-                host=parsed.hostname or "127.0.0.1",
-                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
-                username=unquote(parsed.username or "default"),
-                password=unquote(parsed.password or ""),
-                secure=parsed.scheme == "https",
-                settings=JSON_OUTPUT_SETTINGS,
-                **({"connect_timeout": float(query["connect_timeout"])} if "connect_timeout" in query else {}),
-            )
-            if self.database != "default":
-                self._client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
-                self._client.database = self.database
+            self._client.insert_arrow(table, data)
         except Exception as exc:
-            raise ClickHouseUnavailable(f"cannot reach ClickHouse at {parsed.hostname}:{parsed.port}: {exc}") from exc
-
-    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        try:
-            with self._lock:
-                self._client.command(sql, parameters=params or None)
-        except Exception as exc:
-            raise _server_error(exc) from exc
-
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        try:
-            with self._lock:
-                raw = self._client.raw_query(sql, parameters=params or None, fmt="JSONEachRow")
-        except Exception as exc:
-            raise _server_error(exc) from exc
-        return _decode_rows(raw)
+            raise _mapped(exc, self.url) from exc
 
     def insert_json_rows(self, table: str, payload: bytes) -> None:
         if not payload:
             return
         try:
-            with self._lock:
-                self._client.raw_insert(table, insert_block=payload, fmt="JSONEachRow")
+            self._client.raw_insert(table, insert_block=payload, fmt="JSONEachRow")
         except Exception as exc:
-            raise _server_error(exc) from exc
+            raise _mapped(exc, self.url) from exc
 
     def close(self) -> None:
-        self._client.close()
+        try:
+            self._client.close()
+        except Exception:  # closing twice, or a connection already gone: nothing left to release
+            pass
+
+    def __repr__(self) -> str:
+        return f"ClickHouseStore({self.kind}, database={self.database!r})"
 
 
-def _server_error(exc: Exception) -> ClickHouseError:
-    """Connection failures are retryable; errors the server reports about the statement are not."""
-    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+def _mapped(exc: Exception, url: str) -> ClickHouseError:
+    """clickhouse-connect's exceptions as KeyTrail's: unreachable is retryable, refused is not."""
+    if isinstance(exc, ClickHouseError):
+        return exc
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
-    if isinstance(exc, OperationalError) or not isinstance(exc, DatabaseError):
-        return ClickHouseUnavailable(str(exc))
+    if isinstance(exc, OperationalError):
+        return ClickHouseUnavailable(f"ClickHouse at {_shown(url)} is unavailable: {exc}")
+    if isinstance(exc, DatabaseError | ProgrammingError):
+        return ClickHouseError(str(exc))
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        return ClickHouseUnavailable(f"ClickHouse at {_shown(url)} is unavailable: {exc}")
     return ClickHouseError(str(exc))
 
 
-def open_clickhouse(url: str) -> ClickHouseBackend:
-    """The backend a URL names: `chdb://PATH` (in-process) or `http(s)://…` (server)."""
+def _shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.rsplit("@", 1)[1]
+    return urlunparse(parsed._replace(netloc=f"{parsed.username}:***@{netloc}"))
+
+
+def chdb_path(url: str) -> Path:
+    """The data directory of a `chdb://PATH` URL (`chdb:///abs/path` or `chdb://relative/path`)."""
+    return Path(unquote(url.split("://", 1)[1])).expanduser()
+
+
+def open_chdb(path: str | Path) -> ClickHouseStore:
+    """clickhouse-connect's in-process chDB client on data directory `path` (created if missing)."""
+    import clickhouse_connect
+
+    directory = Path(path).expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    url = f"chdb://{directory}"  # chdb:///abs/path: the whole path is the data directory
+    try:
+        client = clickhouse_connect.get_client(dsn=url, settings=dict(SESSION_SETTINGS))
+    except Exception as exc:
+        raise _mapped(exc, url) from exc
+    return ClickHouseStore(client, url, kind="chdb")
+
+
+def open_server(url: str) -> ClickHouseStore:
+    """clickhouse-connect's HTTP client for the server at `url`; its database is created if missing.
+
+    `http(s)://user:password@host:port/database?connect_timeout=5&send_receive_timeout=30`.
+    """
+    import clickhouse_connect
+
+    parsed = urlparse(url)
+    options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    database = unquote(parsed.path.lstrip("/")) or "default"
+    server_dsn = urlunparse(parsed._replace(path="", query=""))
+    try:
+        client = clickhouse_connect.get_client(
+            dsn=server_dsn,
+            settings=dict(SESSION_SETTINGS),
+            autogenerate_session_id=False,  # session-less: threads may share the client
+            **{name: float(options[name]) for name in ("connect_timeout", "send_receive_timeout") if name in options},
+        )
+        if database != "default":
+            client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            client.database = database
+    except Exception as exc:
+        raise _mapped(exc, url) from exc
+    return ClickHouseStore(client, url, database=database, kind="server")
+
+
+def open_clickhouse(url: str) -> ClickHouseStore:
+    """The store a URL names: `chdb://PATH` (in-process) or `http(s)://…` (server)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "chdb":
-        return ChdbBackend(url.split("://", 1)[1])
+        return open_chdb(chdb_path(url))
     if scheme in ("http", "https"):
-        return ServerBackend(url)
-    raise ValueError(f"unsupported ClickHouse URL {url!r}: use chdb://PATH or http(s)://host:port/db")
+        return open_server(url)
+    raise ValueError(f"unsupported ClickHouse URL {_shown(url)!r}: use chdb://PATH or http(s)://host:port/db")
+
+
+def ChdbBackend(path: str | Path) -> ClickHouseStore:  # noqa: N802 - the constructor name call sites use
+    """The chDB store on data directory `path` (same as `open_clickhouse(f"chdb://{path}")`)."""
+    return open_chdb(os.fspath(path))
+
+
+def ServerBackend(url: str) -> ClickHouseStore:  # noqa: N802 - the constructor name call sites use
+    """The server store at `url` (same as `open_clickhouse(url)` for http(s) URLs)."""
+    return open_server(url)

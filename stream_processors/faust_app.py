@@ -23,11 +23,10 @@ from faust.types import TP
 from pydantic import ValidationError
 
 from keytrail.schemas.codec import (
-    InvalidEvent,
-    decode_usage_event,
     describe_validation_error,
     redact_secrets,
 )
+from keytrail.schemas.batch_codec import Rejected, decode_batch
 from keytrail.schemas.lifecycle import KeyLifecycleEvent
 from keytrail.schemas.topics import Topics
 from keytrail.settings import Settings
@@ -42,6 +41,7 @@ from keytrail.stream_processors.faust_commit import (
     read_offset_range,
     use_deduplicating_ack_consumer,
 )
+from keytrail.stream_processors.faust_batches import take_weighted
 from keytrail.stream_processors.outputs import BatchPublisher, OutputRecord
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
@@ -60,6 +60,9 @@ well below this (MAX_EVENT_IDS_PER_KEY)."""
 DLQ_REASON_HEADER = "keytrail-reason"
 DLQ_CODE_HEADER = "keytrail-error-code"
 DLQ_SOURCE_HEADER = "keytrail-source-topic"
+DLQ_PARTITION_HEADER = "keytrail-source-partition"
+DLQ_OFFSET_HEADER = "keytrail-source-offset"
+DLQ_INDEX_HEADER = "keytrail-envelope-index"
 
 
 @dataclass
@@ -67,6 +70,8 @@ class WorkerCounters:
     """What the worker has done since start; exported as metrics and logged."""
 
     batches: int = 0
+    records: int = 0
+    envelopes: int = 0
     events: int = 0
     duplicates: int = 0
     late: int = 0
@@ -128,6 +133,20 @@ def dead_letter(payload: bytes | str, reason: str, code: str, source_topic: str)
     )
 
 
+def dead_letter_rejected(rejected: Rejected, source_topic: str) -> OutputRecord:
+    """The DLQ record of one refused event: its own bytes, reason, and where it came from.
+
+    An event refused inside an envelope carries its envelope's partition and offset and its
+    index in the envelope, so it can be found and replayed; its neighbours were counted.
+    """
+    record = dead_letter(rejected.payload, rejected.reason, rejected.code, source_topic)
+    headers = (*record.headers, (DLQ_PARTITION_HEADER, str(rejected.partition).encode()),
+               (DLQ_OFFSET_HEADER, str(rejected.offset).encode()))
+    if rejected.index is not None:
+        headers = (*headers, (DLQ_INDEX_HEADER, str(rejected.index).encode()))
+    return OutputRecord(record.topic, record.key, record.value, headers)
+
+
 def build_worker_app(settings: Settings) -> faust.App:
     """A configured Faust app with the usage aggregator agent; run it with `app.main()` or a faust.Worker."""
     partitions = settings.usage_partitions
@@ -176,10 +195,9 @@ def build_worker_app(settings: Settings) -> faust.App:
     @app.agent(usage, name="usage-aggregator", concurrency=1)
     async def aggregate_usage(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
-        async for batch in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
+        async for batch in take_weighted(stream, settings.worker_batch_events, settings.worker_batch_size,
+                                         settings.worker_batch_seconds):
             started = time.perf_counter()
-            events = []
-            positions: list[tuple[int, int]] = []
             outputs: list[OutputRecord] = []
             if app.consumer_generation_id != guard_generation[0]:
                 guard_generation[0] = app.consumer_generation_id
@@ -192,14 +210,15 @@ def build_worker_app(settings: Settings) -> faust.App:
                 if index in fills:
                     items.extend((value, message.partition, offset) for offset, value in fills[index])
                 items.append((record.value, message.partition, message.offset))
-            for payload, partition, offset in items:
-                try:
-                    events.append(decode_usage_event(payload))
-                    positions.append((partition, offset))
-                except InvalidEvent as invalid:
-                    counters.dead_lettered += 1
-                    counters.by_reason[invalid.code] = counters.by_reason.get(invalid.code, 0) + 1
-                    outputs.append(dead_letter(payload, invalid.reason, invalid.code, Topics.USAGE.value))
+            decoded = decode_batch(items)
+            events = decoded.events
+            positions = decoded.positions
+            for rejected in decoded.rejected:
+                counters.dead_lettered += 1
+                counters.by_reason[rejected.code] = counters.by_reason.get(rejected.code, 0) + 1
+                outputs.append(dead_letter_rejected(rejected, Topics.USAGE.value))
+            counters.records += decoded.records
+            counters.envelopes += decoded.envelopes
             mark = counters.spent("decode", started)
             overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
             result = aggregator.process(events, overlay, positions)

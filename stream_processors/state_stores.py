@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import threading
+from pathlib import Path
 from collections.abc import MutableMapping
 
 from keytrail.stream_processors.core.state import KeyState
@@ -71,3 +74,72 @@ class SerializedStateOverlay:
         count = len(self.touched)
         self.touched = {}
         return count
+
+
+class SqliteStates:
+    """Per-key core state kept in a SQLite file beside the embedded store, across runs and restarts.
+
+    Why: minute rows are full values (the highest revision wins), so a process that starts with
+    empty state would write a minute again from only its own events and overwrite what an
+    earlier run counted. With the state persisted, the next run continues each key where the
+    last one stopped: open minutes keep their counts and event ids, closed minutes stay closed
+    (a late event for one is recounted from the audit trail by the sink).
+
+    `commit()` is called after the batch's outputs are durable, like the worker's changelog: a
+    crash between the two redoes the batch from the previous state (same rows, same records).
+    """
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if fresh:
+            os.chmod(path, 0o600)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS key_state (key_id TEXT PRIMARY KEY, state BLOB NOT NULL)")
+        self._cache: dict[str, KeyState] = {}
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, /) -> KeyState | None:
+        state = self._cache.get(key)
+        if state is not None:
+            return state
+        row = self._db.execute("SELECT state FROM key_state WHERE key_id = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        state = self._cache[key] = KeyState.from_bytes(row[0])
+        return state
+
+    def __setitem__(self, key: str, value: KeyState, /) -> None:
+        self._cache[key] = value
+        self._dirty.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def items(self) -> list[tuple[str, KeyState]]:
+        """Every stored state (for tests and tools; reads the whole file)."""
+        self.commit()
+        rows = self._db.execute("SELECT key_id, state FROM key_state").fetchall()
+        return [(key, self._cache.get(key) or KeyState.from_bytes(raw)) for key, raw in rows]
+
+    def commit(self) -> int:
+        """Write the states changed since the last commit in one transaction; returns how many."""
+        with self._lock:
+            if not self._dirty:
+                return 0
+            rows = [(key, self._cache[key].to_bytes()) for key in self._dirty]
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO key_state (key_id, state) VALUES (?, ?) "
+                "ON CONFLICT(key_id) DO UPDATE SET state = excluded.state", rows)
+            self._db.execute("COMMIT")
+            self._dirty.clear()
+            return len(rows)
+
+    def close(self) -> None:
+        self._db.close()

@@ -21,6 +21,7 @@ RAW_TABLES = {
     "usage_events": "toDateTime(occurred_at)",
     "key_usage_minute": "minute",
     "key_usage_hourly": "hour",
+    "key_usage_hourly_clients": "hour",
 }
 ROLLUP_TABLES = {"key_usage_daily": "day"}
 DEFAULT_DAYS = 400

@@ -1,6 +1,6 @@
 """The hourly and daily rollups are refreshable materialized views; this brings them up to date now.
 
-ClickHouse refreshes them on its own (every minute / every five minutes) for as long as the
+ClickHouse refreshes them on its own (every minute) for as long as the
 server, or the embedded process that owns chDB, runs. Tests, benchmarks and demos that read a
 rollup right after writing call `refresh_rollups` instead of waiting.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from keytrail.sql.backends import ClickHouseBackend
 
-ROLLUP_VIEWS = ("key_usage_hourly_refresh", "key_usage_daily_refresh")
+ROLLUP_VIEWS = ("key_usage_hourly_refresh", "key_usage_daily_refresh", "key_usage_hourly_clients_refresh")
 """The refreshable views, in dependency order (each reads key_usage_minute and usage_events)."""
 
 

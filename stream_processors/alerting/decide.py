@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from keytrail.schemas.keys import KeyRecord, KeyStatus
 from keytrail.schemas.signals import Severity, Signal, SignalKind
 from keytrail.schemas.timestamps import format_utc_millis, to_utc_millis
+from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.detectors.key_inventory import InventoryThresholds, evaluate_inventory
 from keytrail.stream_processors.alerting.model import (
     MAX_EVIDENCE_VALUES,
     MAX_SIGNAL_IDS,
@@ -115,19 +117,42 @@ def auto_actions_for_signals(signals: Iterable[Signal], rules: AlertRules) -> li
 
 
 def scan_keys(
-    keys: Iterable[KeyRecord], requests_today: Mapping[str, int], now: datetime, rules: AlertRules
+    keys: Iterable[KeyRecord],
+    requests_today: Mapping[str, int],
+    now: datetime,
+    rules: AlertRules,
+    last_used_by_key: Mapping[str, int | datetime | None] | None = None,
 ) -> tuple[list[Finding], list[Clear], list[DisableKey]]:
-    """Idle, never-used, expiring and quota conditions of every key at `now` (deterministic)."""
+    """Idle, never-used, expiring and quota conditions of every key at `now` (deterministic).
+
+    Idle, never-used and expiring come from the one inventory evaluation the stream uses in event
+    time (`key_inventory.evaluate_inventory`), turned into findings as any signal is; this is its
+    live driver, with the wall clock as `now`. `inventory_signals` gives the signals themselves.
+    """
+    findings, clears, disable, _signals = scan_keys_with_signals(keys, requests_today, now, rules, last_used_by_key)
+    return findings, clears, disable
+
+
+def scan_keys_with_signals(
+    keys: Iterable[KeyRecord],
+    requests_today: Mapping[str, int],
+    now: datetime,
+    rules: AlertRules,
+    last_used_by_key: Mapping[str, int | datetime | None] | None = None,
+) -> tuple[list[Finding], list[Clear], list[DisableKey], list[Signal]]:
+    """`scan_keys`, plus the inventory signals it found (to store with the stream's signals)."""
     now = to_utc_millis(now)
-    findings: list[Finding] = []
+    keys = list(keys)
+    signals = evaluate_inventory(keys, last_used_by_key or {}, epoch_ms(now),
+                                 thresholds=InventoryThresholds.from_rules(rules))
+    findings = findings_from_signals(signals, rules)
+    holding = {(s.kind, s.key_id) for s in signals}
     clears: list[Clear] = []
     disable: list[DisableKey] = []
     origin = format_utc_millis(now)
     for key in keys:
         active = key.status is KeyStatus.ACTIVE
-        _idle(key, now, rules, active, origin, findings, clears)
-        _never_used(key, now, rules, active, origin, findings, clears)
-        _expiring(key, now, rules, active, origin, findings, clears)
+        _clear_inventory(key, now, rules, active, holding, clears)
         _quota(key, requests_today.get(key.id, 0), now, rules, active, origin, findings, clears)
         if active and rules.auto_disable_idle_days is not None:
             since = key.last_used_at or key.created_at
@@ -140,85 +165,18 @@ def scan_keys(
                         f"({what} {format_utc_millis(since)})",
                     )
                 )
-    return findings, clears, disable
+    return findings, clears, disable, signals
 
 
-def _days(delta: timedelta) -> int:
-    return int(delta.total_seconds() // 86400)
-
-
-def _idle(key, now, rules, active, origin, findings, clears) -> None:  # noqa: ANN001
-    if rules.idle_days is None:
-        return
-    if active and key.last_used_at is not None and now - key.last_used_at > timedelta(days=rules.idle_days):
-        idle_for = _days(now - key.last_used_at)
-        findings.append(
-            Finding(
-                IDLE,
-                key.id,
-                key.project_id,
-                Severity.LOW,
-                f"Key {key.id} ({key.name}) has not been used for {idle_for} days (last used "
-                f"{format_utc_millis(key.last_used_at)} from {key.last_used_ip or 'unknown IP'}); the threshold is "
-                f"{rules.idle_days} days. An unused key is attack surface: revoke it if nobody needs it.",
-                now,
-                {
-                    "last_used_at": [format_utc_millis(key.last_used_at)],
-                    "ips": [key.last_used_ip] if key.last_used_ip else [],
-                    "idle_days": [str(idle_for)],
-                },
-                origin=origin,
-            )
-        )
-    else:
-        reason = "key was used again" if active else f"key is {key.status}"
-        clears.append(Clear(IDLE, key.id, reason))
-
-
-def _never_used(key, now, rules, active, origin, findings, clears) -> None:  # noqa: ANN001
-    if rules.never_used_days is None:
-        return
-    if active and key.last_used_at is None and now - key.created_at > timedelta(days=rules.never_used_days):
-        age = _days(now - key.created_at)
-        findings.append(
-            Finding(
-                NEVER_USED,
-                key.id,
-                key.project_id,
-                Severity.LOW,
-                f"Key {key.id} ({key.name}) was created {age} days ago ({format_utc_millis(key.created_at)}) and has "
-                f"never been used; the threshold is {rules.never_used_days} days. Revoke it if it is not needed.",
-                now,
-                {"created_at": [format_utc_millis(key.created_at)], "age_days": [str(age)]},
-                origin=origin,
-            )
-        )
-    else:
+def _clear_inventory(key, now, rules, active, holding, clears) -> None:  # noqa: ANN001
+    """A Clear for each inventory rule whose condition does not hold for `key` (its alert resolves)."""
+    if rules.idle_days is not None and (SignalKind.IDLE, key.id) not in holding:
+        clears.append(Clear(IDLE, key.id, "key was used again" if active else f"key is {key.status}"))
+    if rules.never_used_days is not None and (SignalKind.NEVER_USED, key.id) not in holding:
         reason = "key was used" if key.last_used_at is not None else f"key is {key.status}"
         clears.append(Clear(NEVER_USED, key.id, reason))
-
-
-def _expiring(key, now, rules, active, origin, findings, clears) -> None:  # noqa: ANN001
-    if rules.expiring_within_days is None:
-        return
-    limit = now + timedelta(days=rules.expiring_within_days)
-    if active and key.expires_at is not None and now < key.expires_at <= limit:
-        left = key.expires_at - now
-        findings.append(
-            Finding(
-                EXPIRING_SOON,
-                key.id,
-                key.project_id,
-                Severity.MEDIUM,
-                f"Key {key.id} ({key.name}) expires at {format_utc_millis(key.expires_at)} (in {_days(left)} days "
-                f"{int(left.total_seconds() // 3600) % 24} hours). Renew it (`keytrail keys renew {key.id}`) or "
-                "rotate callers to a new key before then.",
-                now,
-                {"expires_at": [format_utc_millis(key.expires_at)]},
-                origin=origin,
-            )
-        )
-    else:
+    if rules.expiring_within_days is not None and (SignalKind.EXPIRING_SOON, key.id) not in holding:
+        limit = now + timedelta(days=rules.expiring_within_days)
         if key.expires_at is None or key.expires_at > limit:
             reason = "key was renewed" if key.expires_at is not None else "key no longer expires"
         else:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from keytrail.schemas.last_used import LastUsed
 from keytrail.schemas.signals import Signal
-from keytrail.schemas.usage import DENIAL_OUTCOMES, KeyUsageEvent, Outcome
-from keytrail.stream_processors.core.clock import EPOCH, from_epoch_ms
-from keytrail.stream_processors.core.state import OUTCOME_INDEX, OUTCOME_ORDER, KeyState, MinuteAggregate
+from keytrail.schemas.usage import KeyUsageEvent, Outcome
+from keytrail.stream_processors.core.clock import from_epoch_ms
+from keytrail.stream_processors.core.columns import EventColumns
+from keytrail.stream_processors.core.state import OUTCOME_ORDER, KeyState, MinuteAggregate
 
 MINUTE_MS = 60_000
 MAX_EVENT_IDS_PER_KEY = 100_000
@@ -19,6 +22,13 @@ sustained over the default allowed lateness plus the open minute; beyond it the 
 minutes forget their ids (counted in `BatchResult.forgotten_event_ids`)."""
 _OUTCOME_ERROR = Outcome.ERROR
 _OUTCOME_NAMES = tuple(outcome.value for outcome in OUTCOME_ORDER)
+_OUTCOME_COUNT = len(OUTCOME_ORDER)
+_TIME_BITS = 42
+_TIME_MAX = (1 << _TIME_BITS) - 1
+_MINUTE_BITS = 31
+"""Key-minute codes: the key's code above the minute number (minutes since epoch fit 31 bits to 6053)."""
+"""Event times (ms) share an int64 with the key's code in segmented running maxima: 2^42 ms
+reaches the year 2109, past anything the future-skew check lets in."""
 
 
 class StateMapping(Protocol):
@@ -67,6 +77,39 @@ class MinuteUsage:
 
 
 @dataclass(slots=True)
+class MinuteRows:
+    """The minute rows of a batch as columns (row g = one key-minute); `MinuteUsage` objects on demand."""
+
+    key_id: list[str]
+    project_id: list[str]
+    minute_start_s: np.ndarray
+    requests: np.ndarray
+    errors: np.ndarray
+    denials: np.ndarray
+    outcomes: np.ndarray
+    """Shape (rows, len(OUTCOME_ORDER)): counts per outcome, in OUTCOME_ORDER."""
+    distinct_ips: np.ndarray
+    request_bytes: np.ndarray
+    response_bytes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.key_id)
+
+    def usages(self) -> list[MinuteUsage]:
+        """The rows as MinuteUsage objects (for tests, JSON sinks and small callers)."""
+        names = _OUTCOME_NAMES
+        return [
+            MinuteUsage(key_id, project_id, minute, requests, errors, denials, dict(zip(names, outcomes, strict=True)),
+                        distinct, request_bytes, response_bytes)
+            for key_id, project_id, minute, requests, errors, denials, outcomes, distinct, request_bytes,
+            response_bytes in zip(
+                self.key_id, self.project_id, self.minute_start_s.tolist(), self.requests.tolist(),
+                self.errors.tolist(), self.denials.tolist(), self.outcomes.tolist(), self.distinct_ips.tolist(),
+                self.request_bytes.tolist(), self.response_bytes.tolist(), strict=True)
+        ]
+
+
+@dataclass(slots=True)
 class BatchResult:
     """What one batch produced."""
 
@@ -77,9 +120,24 @@ class BatchResult:
     duplicates: int = 0
     forgotten_event_ids: int = 0
     """Event ids dropped from a hot key's dedupe memory to keep its state under the size bound."""
-    minutes: list[MinuteUsage] = field(default_factory=list)
+    minute_rows: MinuteRows | None = None
+    """Full counts of every key-minute the batch touched, as columns."""
     last_used: list[LastUsed] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
+    columns: EventColumns | None = None
+    """The batch as columns (rows = the input events), for sinks that write Arrow."""
+    accepted_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    """Rows of `columns` that are `accepted`, in the same order."""
+    late_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    """Rows of `columns` that are `late`, in the same order."""
+    _minutes: list[MinuteUsage] | None = None
+
+    @property
+    def minutes(self) -> list[MinuteUsage]:
+        """`minute_rows` as MinuteUsage objects (built once, on first use)."""
+        if self._minutes is None:
+            self._minutes = self.minute_rows.usages() if self.minute_rows is not None else []
+        return self._minutes
 
 
 def is_error(event: KeyUsageEvent) -> bool:
@@ -108,146 +166,322 @@ class UsageAggregator:
     ) -> BatchResult:
         """Fold a batch into the per-key states; each key's state is read and written once.
 
-        `positions` (the Kafka partition and offset of each event, from the worker) make
-        re-delivery after a crash or rebalance recognisable without the event-id memory: a key's
-        events all live in one partition, in offset order, and its state records the last offset
-        it has folded, so anything at or below it was counted already.
+        The batch is handled as columns: lateness, dedupe, the per-(key, minute) counts, distinct
+        IPs and last used are numpy operations over the whole batch. Python runs once per
+        distinct key, and once per key-minute only where state is involved (a minute the key
+        still holds open from an earlier batch, or one left open for the next) or a detector
+        reads the closed minute; never once per event.
+
+        `positions` (the Kafka partition and offset of each event, from the worker; the events of
+        one envelope share its offset) make re-delivery after a crash or rebalance recognisable:
+        a key's events all live in one partition, in offset order, and its state records the
+        last offset it has folded, so anything at or below it may have been counted already.
         """
         result = BatchResult()
-        if positions is None:
-            by_key: dict[str, list[KeyUsageEvent]] = {}
-            for event in events:
-                by_key.setdefault(event.key_id, []).append(event)
-            for key_id, key_events in by_key.items():
-                state = states.get(key_id) or KeyState(project_id=key_events[0].project_id)
-                self._fold_key(key_id, state, key_events, result)
-                states[key_id] = state
+        n = len(events)
+        if n == 0:
             return result
-        positioned: dict[str, list[tuple[KeyUsageEvent, tuple[int, int]]]] = {}
-        for event, position in zip(events, positions, strict=True):
-            positioned.setdefault(event.key_id, []).append((event, position))
-        for key_id, pairs in positioned.items():
-            state = states.get(key_id) or KeyState(project_id=pairs[0][0].project_id)
-            source = state.source
-            if source is not None:
-                partition, applied = source
-                fresh = [event for event, (p, offset) in pairs
-                         if p != partition or offset > applied or not self._folded_already(state, event)]
-                result.duplicates += len(pairs) - len(fresh)
-            else:
-                fresh = [event for event, _ in pairs]
-            if fresh:
-                self._fold_key(key_id, state, fresh, result)
-            partition = pairs[-1][1][0]
-            newest = max(offset for _, (p, offset) in pairs if p == partition)
-            if source is not None and source[0] == partition:
-                newest = max(newest, source[1])  # a re-delivered batch never moves it back
-            state.source = (partition, newest)
+        columns = EventColumns.of(events)
+        result.columns = columns
+        lateness_and_minute = self.allowed_lateness_ms + MINUTE_MS
+
+        # Keys: a code per distinct key id, rows grouped by key in arrival order.
+        key_index: dict[str, int] = {}
+        setdefault = key_index.setdefault
+        codes = np.fromiter([setdefault(k, len(key_index)) for k in columns.key_id], np.int64, n)
+        keys = list(key_index)
+        key_count = len(keys)
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        ends = np.r_[starts[1:], n]
+        first_rows = order[starts].tolist()
+        project_ids = columns.project_id
+        key_states: list[KeyState] = []
+        for code, key_id in enumerate(keys):
+            state = states.get(key_id)
+            if state is None:
+                state = KeyState(project_id=project_ids[first_rows[code]])
+            key_states.append(state)
+
+        # Lateness: the watermark each row meets is the key's state, then the running max of the
+        # key's rows before it (a segmented running max: the key code sits in the high bits).
+        t = columns.t_ms[order]
+        minute_s = t // MINUTE_MS * 60
+        start_wm = np.fromiter([s.watermark_ms for s in key_states], np.int64, key_count)
+        shifted = sorted_codes << _TIME_BITS
+        clipped = np.clip(t, 0, _TIME_MAX)
+        running = np.maximum.accumulate(shifted | clipped)
+        before = np.empty(n, np.int64)
+        before[1:] = running[:-1]
+        before -= shifted
+        before[starts] = -1
+        late = minute_s * 1000 + lateness_and_minute <= np.maximum(before, start_wm[sorted_codes])
+
+        # Dedupe: re-delivered rows, ids an open minute of the state holds, repeats in the batch.
+        ids = columns.event_int
+        drop = np.zeros(n, bool)
+        if positions is not None:
+            partitions = np.fromiter([p for p, _ in positions], np.int64, n)[order]
+            offsets = np.fromiter([o for _, o in positions], np.int64, n)[order]
+        # What the states hold: their open minutes (as key-minute codes) and those minutes' ids.
+        held_pairs: list[int] = []
+        incomplete_pairs: list[int] = []
+        held_ids: set[int] = set()
+        source_partition = np.full(key_count, -1, np.int64)
+        source_offset = np.full(key_count, -1, np.int64)
+        for code, state in enumerate(key_states):
+            if state.source is not None and positions is not None:
+                source_partition[code], source_offset[code] = state.source
+            for minute, aggregate in state.open_minutes.items():
+                pair = code << _MINUTE_BITS | minute // 60
+                held_pairs.append(pair)
+                if len(aggregate.event_ids) < aggregate.requests:
+                    incomplete_pairs.append(pair)
+                held_ids.update(aggregate.event_ids)
+        held = np.array(held_pairs, np.int64)
+        row_pairs = sorted_codes << _MINUTE_BITS | minute_s // 60
+        if positions is not None:
+            redelivered = (partitions == source_partition[sorted_codes]) & (offsets <= source_offset[sorted_codes])
+            closed_at_start = minute_s * 1000 + lateness_and_minute <= start_wm[sorted_codes]
+            drop |= redelivered & closed_at_start  # closed minute, folded before: counted then
+            if incomplete_pairs:  # ids forgotten (hot key): the offset decides
+                drop |= redelivered & np.isin(row_pairs, np.array(incomplete_pairs, np.int64))
+            # A re-delivered row is judged by the state as it was (counted then or not), even if
+            # this batch's newer rows have since made it late; any other row only if on time.
+            judged = ~late | redelivered
+        else:
+            judged = ~late
+        if len(held):
+            candidates = np.flatnonzero(judged & ~drop & np.isin(row_pairs, held))
+            if len(candidates):
+                candidate_rows = order[candidates].tolist()
+                known = held_ids.__contains__
+                for position, row in zip(candidates.tolist(), candidate_rows, strict=True):
+                    if known(ids[row]):  # held by some open minute: is it this row's own minute?
+                        state = key_states[int(sorted_codes[position])]
+                        own = state.open_minutes.get(int(minute_s[position]))
+                        if own is not None and ids[row] in own.event_ids:
+                            drop[position] = True
+        if len(set(ids)) != n:
+            seen: set[int] = set()
+            repeated = np.zeros(n, bool)
+            for i, event_int in enumerate(ids):
+                if event_int in seen:
+                    repeated[i] = True
+                else:
+                    seen.add(event_int)
+            drop |= repeated[order] & ~late  # a late row is late, repeated or not (as before)
+        fresh = ~late & ~drop
+        result.duplicates = int(drop.sum())
+        result.late_index = order[late & ~drop]
+
+        # Groups: the fresh rows by (key, minute), arrival order inside a group.
+        fresh_pos = np.flatnonzero(fresh)
+        result.accepted_index = order[fresh_pos]
+        group_order = np.lexsort((minute_s[fresh_pos], sorted_codes[fresh_pos]))
+        g_pos = fresh_pos[group_order]
+        g_rows = order[g_pos]
+        g_codes = sorted_codes[g_pos]
+        g_minutes = minute_s[g_pos]
+        m = len(g_pos)
+        key_end_wm = np.maximum(start_wm, np.maximum.reduceat(clipped, starts))
+        signals = result.signals
+        if m:
+            g_starts = np.flatnonzero(np.r_[True, (g_codes[1:] != g_codes[:-1]) | (g_minutes[1:] != g_minutes[:-1])])
+            group_count = len(g_starts)
+            sizes = np.diff(np.r_[g_starts, m])
+            group_of_row = np.repeat(np.arange(group_count), sizes)
+            requests = sizes.astype(np.int64)
+            errors = np.add.reduceat(columns.is_error[g_rows].astype(np.int64), g_starts)
+            denials = np.add.reduceat(columns.is_denial[g_rows].astype(np.int64), g_starts)
+            request_bytes = np.add.reduceat(columns.request_bytes[g_rows], g_starts)
+            response_bytes = np.add.reduceat(columns.response_bytes[g_rows], g_starts)
+            outcomes = np.bincount(group_of_row * _OUTCOME_COUNT + columns.outcome_code[g_rows],
+                                   minlength=group_count * _OUTCOME_COUNT).reshape(group_count, _OUTCOME_COUNT)
+            ip_index: dict[str, int] = {}
+            ip_default = ip_index.setdefault
+            ip_codes = np.fromiter([ip_default(ip, len(ip_index)) for ip in columns.client_ip], np.int64, n)
+            pairs = np.unique(group_of_row * max(len(ip_index), 1) + ip_codes[g_rows])
+            distinct_ips = np.bincount(pairs // max(len(ip_index), 1), minlength=group_count)
+            group_codes = g_codes[g_starts]
+            group_minutes = g_minutes[g_starts]
+            stays_open = group_minutes * 1000 + lateness_and_minute > key_end_wm[group_codes]
+            # Python per group only where state is involved, or a detector reads the closed minute.
+            involved = stays_open | np.isin(group_codes << _MINUTE_BITS | group_minutes // 60, held) \
+                if len(held) else stays_open.copy()
+            wanted = np.flatnonzero(involved | bool(self.detectors)).tolist()
+            closed_here: dict[int, list[tuple[int, MinuteAggregate]]] = {}
+            if wanted:
+                g_bounds = np.r_[g_starts, m].tolist()
+                row_list = g_rows.tolist()
+                ips = columns.client_ip
+                codes_list = group_codes.tolist()
+                minutes_list = group_minutes.tolist()
+                open_list = stays_open.tolist()
+                involved_list = involved.tolist()
+                for g in wanted:
+                    lo, hi = g_bounds[g], g_bounds[g + 1]
+                    rows = row_list[lo:hi]
+                    code = codes_list[g]
+                    minute = minutes_list[g]
+                    if not involved_list[g]:  # closes in this batch, never held: for the detectors only
+                        closed_here.setdefault(code, []).append((minute, MinuteAggregate(
+                            int(requests[g]), int(errors[g]), int(denials[g]), outcomes[g].tolist(),
+                            {ips[i] for i in rows}, int(request_bytes[g]), int(response_bytes[g]), set())))
+                        continue
+                    open_minutes = key_states[code].open_minutes
+                    aggregate = open_minutes.get(minute)
+                    if aggregate is None:
+                        aggregate = open_minutes[minute] = MinuteAggregate()
+                    aggregate.requests += int(requests[g])
+                    aggregate.errors += int(errors[g])
+                    aggregate.denials += int(denials[g])
+                    aggregate.request_bytes += int(request_bytes[g])
+                    aggregate.response_bytes += int(response_bytes[g])
+                    aggregate.outcomes = [x + y for x, y in zip(aggregate.outcomes, outcomes[g].tolist(), strict=True)]
+                    aggregate.ips.update([ips[i] for i in rows])
+                    aggregate.event_ids.update([ids[i] for i in rows])
+                    # The row is the minute's full value: the state's counts, this batch included.
+                    requests[g], errors[g], denials[g] = aggregate.requests, aggregate.errors, aggregate.denials
+                    request_bytes[g], response_bytes[g] = aggregate.request_bytes, aggregate.response_bytes
+                    outcomes[g] = aggregate.outcomes
+                    distinct_ips[g] = len(aggregate.ips)
+                    if not open_list[g]:
+                        pass  # closed below by _close_minutes, with the state's other minutes
+            result.minute_rows = MinuteRows(
+                key_id=[keys[c] for c in group_codes.tolist()],
+                project_id=[key_states[c].project_id for c in group_codes.tolist()],
+                minute_start_s=group_minutes, requests=requests, errors=errors, denials=denials,
+                outcomes=outcomes, distinct_ips=distinct_ips, request_bytes=request_bytes,
+                response_bytes=response_bytes,
+            )
+            # Last used per key: the newest fresh row, ties broken by the larger event id text.
+            g_t = t[g_pos]
+            key_starts = np.flatnonzero(np.r_[True, g_codes[1:] != g_codes[:-1]])
+            newest = np.maximum.reduceat(g_t, key_starts)
+            key_sizes = np.diff(np.r_[key_starts, m])
+            at_newest = np.flatnonzero(g_t == np.repeat(newest, key_sizes))
+            touched_codes = g_codes[key_starts].tolist()
+            fresh_counts = key_sizes.tolist()
+            candidates: dict[int, list[int]] = {}
+            for position, code in zip(at_newest.tolist(), g_codes[at_newest].tolist(), strict=True):
+                candidates.setdefault(code, []).append(int(g_rows[position]))
+            for code, newest_ms, count in zip(touched_codes, newest.tolist(), fresh_counts, strict=True):
+                state = key_states[code]
+                state.total_requests += count
+                self._take_last_used(keys[code], state, events, candidates[code], newest_ms, result)
+            fresh_rows_of: dict[int, tuple[int, int]] = {}
+            bounds = np.r_[key_starts, m].tolist()
+            for k, code in enumerate(touched_codes):
+                fresh_rows_of[code] = (bounds[k], bounds[k + 1])
+        else:
+            fresh_rows_of = {}
+            closed_here = {}
+
+        # Watermarks, closing, detectors, positions: once per key of the batch.
+        end_wm = key_end_wm.tolist()
+        if positions is not None:
+            last_partition = partitions[ends - 1].tolist()
+        g_row_list = g_rows.tolist() if self.detectors and m else []
+        views = self._distinct_views(columns, codes, result.accepted_index) if self.detectors and m else {}
+        for code, state in enumerate(key_states):
+            key_id = keys[code]
+            span = fresh_rows_of.get(code)
+            if span is not None:
+                state.watermark_ms = end_wm[code]
+            closed = self._close_minutes(state)
+            here = closed_here.get(code)
+            if here:
+                closed = sorted(closed + here, key=_minute_of) if closed else here
+            result.forgotten_event_ids += self._bound_dedupe_memory(state.open_minutes)
+            if self.detectors:
+                fresh_events = [events[i] for i in sorted(g_row_list[span[0]:span[1]])] if span else []
+                for detector, fields in self._detector_views:
+                    seen = fresh_events if fields is None else [events[i] for i in views.get(fields, {}).get(code, ())]
+                    signals.extend(detector.observe(key_id, state, seen, closed))
+            if positions is not None:
+                a, b = int(starts[code]), int(ends[code])
+                partition = last_partition[code]
+                newest_offset = int(offsets[a:b][partitions[a:b] == partition].max())
+                source = state.source
+                if source is not None and source[0] == partition:
+                    newest_offset = max(newest_offset, source[1])  # a re-delivered batch never moves it back
+                state.source = (partition, newest_offset)
             states[key_id] = state
+        result.accepted = [events[i] for i in result.accepted_index.tolist()]
+        result.late = [events[i] for i in result.late_index.tolist()]
         return result
 
-    def _folded_already(self, state: KeyState, event: KeyUsageEvent) -> bool:
-        """Whether an event at or below the key's folded offset was counted, as far as can be known.
+    @property
+    def _detector_views(self) -> list[tuple[Detector, tuple[str, ...] | None]]:
+        return [(d, getattr(d, "distinct_events", None)) for d in self.detectors]
 
-        Offsets alone would say yes, but the consumer can deliver a later offset without an
-        earlier one (seen with Faust's recovery hand-off), and trusting them then would drop
-        the earlier event for good when it finally arrives. So the key's own memory decides
-        where it can: a minute still open with its event ids complete knows exactly which
-        events it counted. The offset decides only where that memory cannot: a minute whose
-        ids were forgotten (hot keys, past the id bound) or one already closed.
+    def _distinct_views(self, columns: EventColumns, codes: np.ndarray, fresh_rows: np.ndarray,
+                        ) -> dict[tuple[str, ...], dict[int, list[int]]]:
+        """Per detector view: each key's first fresh row of every distinct (fields..., UTC day), in arrival order.
+
+        A detector that only reacts to the first sighting of a value in a day (a network, a route)
+        declares `distinct_events = (field, ...)` and gets those rows instead of all: what it
+        would have skipped as "seen today" never reaches it, so its work is per distinct
+        (key, value, day) of the batch, not per event.
         """
-        delta = event.occurred_at - EPOCH
-        t_ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-        minute_s = t_ms // MINUTE_MS * 60
-        if minute_s * 1000 + self.allowed_lateness_ms + MINUTE_MS <= state.watermark_ms:
-            return True  # closed: counted then, or too late to count now either way
-        aggregate = state.open_minutes.get(minute_s)
-        if aggregate is None:
-            return False  # nothing of this minute was ever counted
-        ids_complete = len(aggregate.event_ids) >= aggregate.requests
-        return not ids_complete or event.event_id.int in aggregate.event_ids
+        views: dict[tuple[str, ...], dict[int, list[int]]] = {}
+        rows = np.sort(fresh_rows)
+        days = columns.t_ms[rows] // 86_400_000
+        for _, fields in self._detector_views:
+            if fields is None or fields in views:
+                continue
+            row_list = rows.tolist()
+            field_codes = []
+            for name in fields:
+                values = columns.raw[name]
+                index: dict[Any, int] = {}
+                default = index.setdefault
+                field_codes.append(np.fromiter([default(values[i], len(index)) for i in row_list], np.int64, len(rows)))
+            key_codes = codes[rows]
+            by = np.lexsort((np.arange(len(rows)), days, *reversed(field_codes), key_codes))
+            k, d = key_codes[by], days[by]
+            changed = (k[1:] != k[:-1]) | (d[1:] != d[:-1])
+            for value_codes in field_codes:
+                v = value_codes[by]
+                changed |= v[1:] != v[:-1]
+            first = np.r_[True, changed]
+            chosen = np.sort(by[first])  # positions in arrival order
+            per_key: dict[int, list[int]] = {}
+            for position, code in zip(rows[chosen].tolist(), key_codes[chosen].tolist(), strict=True):
+                per_key.setdefault(code, []).append(position)
+            views[fields] = per_key
+        return views
 
-    def _fold_key(self, key_id: str, state: KeyState, events: list[KeyUsageEvent], result: BatchResult) -> None:
-        # The hot loop of the worker: locals instead of attribute lookups, and the last-used
-        # winner is picked by (event time, event id) with the id's text only built on a tie.
-        lateness_and_minute = self.allowed_lateness_ms + MINUTE_MS
-        open_minutes = state.open_minutes
-        watermark = state.watermark_ms
-        best_ms = state.last_used_ms
-        best_id = state.last_used_event_id
-        best_event = None
-        touched: set[int] = set()
-        fresh: list[KeyUsageEvent] = []
-        late = result.late
-        duplicates = 0
-        denial_outcomes = DENIAL_OUTCOMES
-        outcome_index = OUTCOME_INDEX
-        for event in events:
-            delta = event.occurred_at - EPOCH
-            t_ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-            minute_s = t_ms // MINUTE_MS * 60
-            if minute_s * 1000 + lateness_and_minute <= watermark:
-                late.append(event)
-                continue
-            aggregate = open_minutes.get(minute_s)
-            if aggregate is None:
-                aggregate = open_minutes[minute_s] = MinuteAggregate()
-            event_int = event.event_id.int
-            event_ids = aggregate.event_ids
-            if event_int in event_ids:
-                duplicates += 1
-                continue
-            event_ids.add(event_int)
-            aggregate.requests += 1
-            outcome = event.outcome
-            if outcome is _OUTCOME_ERROR or event.status >= 500:
-                aggregate.errors += 1
-            if outcome in denial_outcomes:
-                aggregate.denials += 1
-            aggregate.outcomes[outcome_index[outcome]] += 1
-            aggregate.ips.add(event.client_ip)
-            aggregate.request_bytes += event.request_bytes
-            aggregate.response_bytes += event.response_bytes
-            touched.add(minute_s)
-            fresh.append(event)
-            if t_ms > watermark:
-                watermark = t_ms
-            if t_ms > best_ms:
-                best_ms, best_event, best_id = t_ms, event, ""
-            elif t_ms == best_ms:
-                if best_event is not None and not best_id:
-                    best_id = str(best_event.event_id)
-                event_id = str(event.event_id)
-                if event_id > best_id:
-                    best_event, best_id = event, event_id
-        state.watermark_ms = watermark
-        state.total_requests += len(fresh)
-        result.duplicates += duplicates
-        result.accepted.extend(fresh)
-        for minute_s in sorted(touched):
-            result.minutes.append(self._minute_usage(key_id, state.project_id, minute_s, open_minutes[minute_s]))
-        closed = self._close_minutes(state)
-        result.forgotten_event_ids += self._bound_dedupe_memory(open_minutes)
-        for detector in self.detectors:
-            result.signals.extend(detector.observe(key_id, state, fresh, closed))
-        if best_event is not None:
-            state.last_used_ms = best_ms
-            state.last_used_event_id = best_id or str(best_event.event_id)
-            state.last_used_ip = best_event.client_ip
-            state.last_used_route = best_event.route
-            state.last_used_service = best_event.service
-            # Built from validated events, so the record is not validated again.
-            result.last_used.append(
-                LastUsed.model_construct(
-                    key_id=key_id,
-                    project_id=state.project_id,
-                    last_used_at=from_epoch_ms(best_ms),
-                    last_used_ip=state.last_used_ip,
-                    route=state.last_used_route,
-                    service=state.last_used_service,
-                    event_id=state.last_used_event_id,
-                )
+    @staticmethod
+    def _take_last_used(key_id: str, state: KeyState, events: Sequence[Any], tied: list[int], newest: int,
+                        result: BatchResult) -> None:
+        """Move the key's last used to the newest of its fresh rows if newer (ties: larger event id text)."""
+        if newest < state.last_used_ms:
+            return
+        best = tied[0] if len(tied) == 1 else max(tied, key=lambda i: str(events[i].event_id))
+        best_id = str(events[best].event_id)
+        if newest == state.last_used_ms and best_id <= state.last_used_event_id:
+            return
+        event = events[best]
+        state.last_used_ms = newest
+        state.last_used_event_id = best_id
+        state.last_used_ip = event.client_ip
+        state.last_used_route = event.route
+        state.last_used_service = event.service
+        # Built from validated events, so the record is not validated again.
+        result.last_used.append(
+            LastUsed.model_construct(
+                key_id=key_id,
+                project_id=state.project_id,
+                last_used_at=from_epoch_ms(newest),
+                last_used_ip=state.last_used_ip,
+                route=state.last_used_route,
+                service=state.last_used_service,
+                event_id=state.last_used_event_id,
             )
+        )
 
     def _bound_dedupe_memory(self, open_minutes: dict[int, MinuteAggregate]) -> int:
         """Forget the event ids of a key's oldest open minutes beyond the bound; returns how many.
@@ -296,3 +530,7 @@ class UsageAggregator:
             request_bytes=aggregate.request_bytes,
             response_bytes=aggregate.response_bytes,
         )
+
+
+def _minute_of(item: tuple[int, MinuteAggregate]) -> int:
+    return item[0]

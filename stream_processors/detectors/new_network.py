@@ -54,6 +54,8 @@ class NewNetworkDetector:
     """
 
     name = "new_network"
+    distinct_events = ("client_ip",)
+    """Only the first event of each distinct value per UTC day matters here (later ones are 'seen')."""
 
     def __init__(self, thresholds: NewNetworkThresholds | None = None) -> None:
         self.thresholds = thresholds or NewNetworkThresholds()

@@ -65,6 +65,8 @@ class NewRouteDetector:
     """
 
     name = "new_route"
+    distinct_events = ("service", "method", "route")
+    """Only the first event of each distinct value per UTC day matters here (later ones are 'seen')."""
 
     def __init__(self, thresholds: NewRouteThresholds | None = None) -> None:
         self.thresholds = thresholds or NewRouteThresholds()

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter, itemgetter
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -18,7 +19,8 @@ from keytrail.schemas.signals import Signal
 from keytrail.schemas.timestamps import format_utc_millis
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.sql.backends import ClickHouseBackend, ClickHouseUnavailable
-from keytrail.stream_processors.core.aggregate import BatchResult, MinuteUsage
+from keytrail.stream_processors.core.aggregate import BatchResult, MinuteRows, MinuteUsage
+from keytrail.stream_processors.core.state import OUTCOME_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,64 @@ def usage_events_table(accepted: Sequence[KeyUsageEvent], late: Sequence[KeyUsag
     )
 
 
+def usage_events_table_of(result: BatchResult) -> pa.Table:
+    """`usage_events` rows of a batch from its columns: one Arrow block, no event object touched.
+
+    The batch's columns become Arrow arrays once (strings in C, times from the core's epoch
+    milliseconds) and the accepted and late rows are taken out of them by index.
+    """
+    columns = result.columns
+    assert columns is not None
+    raw = columns.raw
+    rows = np.concatenate([result.accepted_index, result.late_index])
+    on_time = np.zeros(len(rows), np.uint8)
+    on_time[: len(result.accepted_index)] = 1
+    table = pa.table(
+        {
+            "event_id": pa.array([value.bytes for value in raw["event_id"]], pa.binary(16)),
+            "occurred_at": pa.array(columns.t_ms, pa.int64()).cast(_UTC_MS),
+            "key_id": pa.array(columns.key_id, _STRING),
+            "project_id": pa.array(columns.project_id, _STRING),
+            "service": pa.array(raw["service"], _STRING),
+            "method": pa.array(raw["method"], _STRING),
+            "route": pa.array(raw["route"], _STRING),
+            "status": pa.array(raw["status"], pa.uint16()),
+            "outcome": pa.array(raw["outcome"], _STRING),
+            "latency_ms": pa.array(raw["latency_ms"], pa.float64()),
+            "request_bytes": pa.array(columns.request_bytes, pa.int64()).cast(_UINT64),
+            "response_bytes": pa.array(columns.response_bytes, pa.int64()).cast(_UINT64),
+            "client_ip": pa.array(columns.client_ip, _STRING),
+            "user_agent": pa.array(raw["user_agent"], _STRING),
+            "request_id": pa.array(raw["request_id"], _STRING),
+        }
+    )
+    if len(rows) != table.num_rows or not (rows[:-1] < rows[1:]).all():
+        table = table.take(pa.array(rows))
+    return table.append_column("on_time", pa.array(on_time, pa.uint8()))
+
+
+def minute_rows_table(rows: MinuteRows) -> pa.Table:
+    """`key_usage_minute` rows straight from the core's minute columns (one Arrow block)."""
+    if tuple(o.value for o in OUTCOME_ORDER) != _OUTCOMES:
+        raise ValueError("key_usage_minute's outcome columns no longer match the contract's outcomes")
+    requests = pa.array(rows.requests, pa.int64()).cast(_UINT64)
+    columns: dict[str, pa.Array] = {
+        "key_id": pa.array(rows.key_id, _STRING),
+        "project_id": pa.array(rows.project_id, _STRING),
+        "minute": pa.array(rows.minute_start_s, pa.int64()).cast(pa.uint32()),
+        "requests": requests,
+        "errors": pa.array(rows.errors, pa.int64()).cast(_UINT64),
+        "denials": pa.array(rows.denials, pa.int64()).cast(_UINT64),
+    }
+    for index, name in enumerate(_OUTCOMES):
+        columns[f"outcome_{name}"] = pa.array(np.ascontiguousarray(rows.outcomes[:, index]), pa.int64()).cast(_UINT64)
+    columns["distinct_ips"] = pa.array(rows.distinct_ips, pa.int64()).cast(pa.uint32())
+    columns["request_bytes"] = pa.array(rows.request_bytes, pa.int64()).cast(_UINT64)
+    columns["response_bytes"] = pa.array(rows.response_bytes, pa.int64()).cast(_UINT64)
+    columns["revision"] = requests
+    return pa.table(columns)
+
+
 def minutes_table(minutes: Sequence[MinuteUsage]) -> pa.Table:
     """The `key_usage_minute` rows of minute aggregates as one Arrow block."""
     (
@@ -260,6 +320,51 @@ def last_used_table(records: Sequence[LastUsed]) -> pa.Table:
     )
 
 
+_DENIALS_SQL = ", ".join(f"'{o.value}'" for o in OUTCOME_ORDER if o.value in
+                        ("denied", "invalid", "expired", "revoked", "disabled", "rate_limited"))
+RECOUNT_LATE_MINUTES = f"""
+INSERT INTO key_usage_minute
+    (key_id, project_id, minute, requests, errors, denials, {", ".join(f"outcome_{o}" for o in _OUTCOMES)},
+     distinct_ips, request_bytes, response_bytes, revision)
+SELECT e_key AS key_id, any(e_project), toStartOfMinute(e_at) AS minute, count(),
+       countIf(e_outcome = 'error' OR e_status >= 500), countIf(e_outcome IN ({_DENIALS_SQL})),
+       {", ".join(f"countIf(e_outcome = '{o}')" for o in _OUTCOMES)},
+       uniqExact(e_ip), sum(e_request_bytes), sum(e_response_bytes), count()
+FROM
+(
+    SELECT event_id, any(key_id) AS e_key, any(project_id) AS e_project, any(occurred_at) AS e_at,
+           any(outcome) AS e_outcome, any(status) AS e_status, any(client_ip) AS e_ip,
+           any(request_bytes) AS e_request_bytes, any(response_bytes) AS e_response_bytes
+    FROM usage_events
+    WHERE key_id IN {{keys:Array(String)}}
+      AND occurred_at >= toDateTime64({{since:UInt32}}, 3, 'UTC')
+      AND occurred_at < toDateTime64({{until:UInt32}}, 3, 'UTC')
+    GROUP BY event_id
+)
+WHERE has(arrayZip({{pair_keys:Array(String)}}, {{pair_minutes:Array(UInt32)}}),
+          (e_key, toUInt32(toStartOfMinute(e_at))))
+GROUP BY e_key, minute
+"""
+"""Full rows of the minutes late events fell into, recounted from the audit trail (deduplicated by
+event id). A recount holds every event stored for the minute, so its revision (its request count)
+is at least that of any row written before: it wins, and late events count exactly once."""
+
+
+def late_minutes(result: BatchResult) -> tuple[list[str], list[int]]:
+    """The distinct (key, minute) pairs of a batch's late events, as two parallel lists."""
+    if not result.late:
+        return [], []
+    if result.columns is not None:
+        rows = result.late_index.tolist()
+        keys = result.columns.key_id
+        minutes = (result.columns.t_ms[result.late_index] // 60_000 * 60).tolist()
+        pairs = sorted({(keys[r], m) for r, m in zip(rows, minutes, strict=True)})
+    else:
+        epoch = _EPOCH
+        pairs = sorted({(e.key_id, int((e.occurred_at - epoch).total_seconds()) // 60 * 60) for e in result.late})
+    return [k for k, _ in pairs], [m for _, m in pairs]
+
+
 class ClickHouseSink:
     """Writes raw events, minute aggregates, last used and signals; blocks and retries while ClickHouse is down.
 
@@ -282,6 +387,7 @@ class ClickHouseSink:
         self._lock = threading.Lock()
         self.retries = 0
         self.rows_written = 0
+        self.late_minutes_recounted = 0
 
     def write_batch(self, result: BatchResult) -> None:
         insert_arrow = getattr(self.backend, "insert_arrow", None)
@@ -290,10 +396,13 @@ class ClickHouseSink:
             return
         blocks: list[tuple[str, Callable[[], None], int]] = []
         if result.accepted or result.late:
-            block = usage_events_table(result.accepted, result.late)
+            if result.columns is not None:
+                block = usage_events_table_of(result)
+            else:
+                block = usage_events_table(result.accepted, result.late)
             blocks.append(("usage_events", lambda b=block: insert_arrow("usage_events", b), block.num_rows))
-        if result.minutes:
-            block = minutes_table(result.minutes)
+        if result.minute_rows is not None and len(result.minute_rows):
+            block = minute_rows_table(result.minute_rows)
             blocks.append(
                 ("key_usage_minute", lambda b=block: insert_arrow("key_usage_minute", b), block.num_rows)
             )
@@ -308,6 +417,18 @@ class ClickHouseSink:
             for table, insert, rows in blocks:
                 self._retrying(table, insert)
                 self.rows_written += rows
+            self._recount_late(result)
+
+    def _recount_late(self, result: BatchResult) -> None:
+        """Late events are in the audit trail now: rewrite their minutes' full rows from it."""
+        keys, minutes = late_minutes(result)
+        if not keys:
+            return
+        params = {"keys": sorted(set(keys)), "since": min(minutes), "until": max(minutes) + 60,
+                  "pair_keys": keys, "pair_minutes": minutes}
+        self._retrying("key_usage_minute", lambda: self.backend.command(RECOUNT_LATE_MINUTES, params))
+        self.late_minutes_recounted += len(keys)
+        self.rows_written += len(keys)  # one full row per recounted minute
 
     def _write_batch_json(self, result: BatchResult) -> None:
         """The JSONEachRow path, for backends without `insert_arrow` (the server; wrappers in tests)."""
@@ -326,6 +447,7 @@ class ClickHouseSink:
             for table, payload in tables:
                 self._insert_with_retry(table, payload)
                 self.rows_written += payload.count(b"\n") + 1
+            self._recount_late(result)
 
     def _insert_with_retry(self, table: str, payload: bytes) -> None:
         self._retrying(table, lambda: self.backend.insert_json_rows(table, payload))

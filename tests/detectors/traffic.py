@@ -106,7 +106,8 @@ class KeyTraffic:
     daily_requests: float = 500.0
     """Mean requests on a weekday at the start of the simulation (before growth)."""
     rhythm: str = "business"
-    """`business` (weekday office hours), `diurnal` (smooth 24 h wave) or `flat`."""
+    """`business` (weekday office hours, a little at night), `office` (office hours only), `diurnal`
+    (smooth 24 h wave) or `flat`."""
     weekend_share: float = 0.3
     growth_per_week: float = 0.0
     hosts: tuple[str, ...] = ("10.20.30.11", "10.20.30.12")
@@ -137,6 +138,8 @@ def hour_weights(rhythm: str) -> list[float]:
         weights[7] = weights[18] = 0.4
         weights[6] = weights[19] = weights[20] = 0.1
         return weights
+    if rhythm == "office":  # strictly office hours, nothing at night
+        return [1.0 if 8 <= hour < 18 else 0.0 for hour in range(24)]
     if rhythm == "diurnal":
         return [1 + 0.8 * math.cos(2 * math.pi * (hour - 14) / 24) for hour in range(24)]
     return [1.0] * 24

@@ -69,3 +69,23 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
         return [m for p in partitions for m in by_partition[p]]
     finally:
         consumer.close()
+
+
+def record_events(message) -> list:
+    """The KeyUsageEvents one record carries: an envelope's (checked against its headers, validated
+    with `UsageEnvelope.model_validate_json`) or the single event's."""
+    from keytrail.schemas.envelope import COUNT_HEADER, ENVELOPE_HEADER, UsageEnvelope
+    from keytrail.schemas.usage import KeyUsageEvent
+
+    headers = dict(message.headers() or [])
+    if headers.get(ENVELOPE_HEADER) != b"1":
+        return [KeyUsageEvent.model_validate_json(message.value())]
+    envelope = UsageEnvelope.model_validate_json(message.value())
+    assert headers[COUNT_HEADER] == str(len(envelope.events)).encode(), "keytrail-count matches the events"
+    assert message.key() == envelope.events[0].key_id.encode(), "an envelope is keyed by its first key_id"
+    return list(envelope.events)
+
+
+def topic_events(messages) -> list:
+    """Every event of `messages`, in record order (each partition in offset order)."""
+    return [event for message in messages for event in record_events(message)]

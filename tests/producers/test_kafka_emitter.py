@@ -1,4 +1,5 @@
-"""KafkaEmitter on a real broker: keyed, co-partitioned, never blocking, nothing lost in an outage."""
+"""KafkaEmitter on a real broker: keyed, co-partitioned, never blocking, nothing lost in an outage,
+with envelopes (the default) and with single-event records."""
 
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ from keytrail.producers.kafka_emitter import KafkaEmitter
 from keytrail.schemas.codec import InvalidEvent, decode_usage_event
 from tests.e2e.pipeline_processes import wait_until
 from tests.infra.ports import free_port
-from tests.producers.conftest import PARTITIONS, java_murmur2_partition, read_topic
+from tests.producers.conftest import (
+    PARTITIONS,
+    java_murmur2_partition,
+    read_topic,
+    record_events,
+    topic_events,
+)
 
 pytestmark = pytest.mark.integration
 
 KEYS = [f"key_outage{i}" for i in range(7)]
+
+both_modes = pytest.mark.parametrize("envelopes", [True, False], ids=["envelopes", "single"])
 
 
 def _fields(n: int, key_id: str | None = None) -> dict:
@@ -37,29 +46,54 @@ def _fields(n: int, key_id: str | None = None) -> dict:
 
 
 def _decoded(messages):
-    return [decode_usage_event(m.value()) for m in messages]
+    return topic_events(messages)
 
 
-def test_events_are_keyed_by_key_id_on_the_java_partition(kafka_bootstrap, usage_topic, tmp_path):
-    with KafkaEmitter(kafka_bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool") as emitter:
+def test_single_events_are_keyed_by_key_id_on_the_java_partition(kafka_bootstrap, usage_topic, tmp_path):
+    with KafkaEmitter(
+        kafka_bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool", envelopes=False
+    ) as emitter:
         for n in range(200):
             emitter.emit(_fields(n))
         assert emitter.flush(30) == 0
         assert emitter.counters.delivered == 200
     messages = read_topic(kafka_bootstrap, usage_topic)
     assert len(messages) == 200
-    for message, event in zip(messages, _decoded(messages), strict=True):
+    for message in messages:
+        assert message.headers() is None, "a single-event record carries no envelope header"
+        event = decode_usage_event(message.value())
         assert message.key() == event.key_id.encode()
         assert message.partition() == java_murmur2_partition(message.key(), PARTITIONS)
 
 
+def test_envelopes_are_the_default_and_every_event_sits_on_the_java_partition_of_its_key(
+    kafka_bootstrap, usage_topic, tmp_path
+):
+    with KafkaEmitter(kafka_bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool") as emitter:
+        assert emitter.envelopes and emitter.compression == "zstd"
+        for n in range(2000):
+            emitter.emit(_fields(n))
+        assert emitter.flush(30) == 0
+        assert emitter.counters.delivered == 2000
+        records, events = emitter.records
+    messages = read_topic(kafka_bootstrap, usage_topic)
+    assert len(messages) == records < 2000 and events == 2000, "events share records"
+    for message in messages:
+        carried = record_events(message)
+        assert {java_murmur2_partition(e.key_id.encode(), PARTITIONS) for e in carried} == {message.partition()}
+    assert sorted(int(e.request_id) for e in _decoded(messages)) == list(range(2000))
+
+
+@both_modes
 def test_broker_outage_loses_nothing_duplicates_nothing_and_keeps_per_key_order(
-    kafka_service, usage_topic, tmp_path
+    kafka_service, usage_topic, tmp_path, envelopes
 ):
     if not getattr(kafka_service, "restartable", False):
         pytest.skip(f"the Kafka from {getattr(kafka_service, 'origin', '?')} cannot be stopped by the tests")
     bootstrap = kafka_service.bootstrap
-    emitter = KafkaEmitter(bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool", linger_ms=5)
+    emitter = KafkaEmitter(
+        bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool", linger_ms=5, envelopes=envelopes
+    )
     try:
         for n in range(2500):  # before the outage
             emitter.emit(_fields(n))
@@ -69,10 +103,8 @@ def test_broker_outage_loses_nothing_duplicates_nothing_and_keeps_per_key_order(
         wait_until(lambda: emitter.spooling, 60, "the emitter to notice the outage")
         for n in range(3000, 8000):  # the broker is down
             emitter.emit(_fields(n))
-        down = emitter.counters
-        assert down.spooled >= 5000, (
-            "events emitted during the outage went to the spool, not to a blocked call"
-        )
+        # emit() only queued them; the sender thread moves them to the spool
+        wait_until(lambda: emitter.counters.spooled >= 5000, 60, "the outage's events to reach the spool")
 
         # The broker restarts in this thread (its process dies with the thread that started it);
         # a second thread keeps emitting meanwhile.
@@ -93,7 +125,11 @@ def test_broker_outage_loses_nothing_duplicates_nothing_and_keeps_per_key_order(
     assert (counters.emitted, counters.delivered, counters.dropped, counters.failed) == (10_000, 10_000, 0, 0)
     assert counters.replayed == counters.spooled >= 5000
 
-    events = _decoded(read_topic(bootstrap, usage_topic))
+    messages = read_topic(bootstrap, usage_topic)
+    events = _decoded(messages)
+    if envelopes:
+        assert all(m.headers() for m in messages), "replayed events went out as envelopes too"
+        assert len(messages) < len(events) / 10
     seen = Counter(e.request_id for e in events)
     assert set(seen) == {str(n) for n in range(10_000)}, "every event arrived"
     assert max(seen.values()) == 1, f"duplicates: {[r for r, c in seen.items() if c > 1][:10]}"
@@ -105,15 +141,23 @@ def test_broker_outage_loses_nothing_duplicates_nothing_and_keeps_per_key_order(
         assert order == sorted(order), f"{key_id} events out of order"
 
 
-def test_a_full_local_queue_spills_to_the_spool_and_order_still_holds(kafka_bootstrap, usage_topic, tmp_path):
+@both_modes
+def test_a_full_local_queue_spills_to_the_spool_and_order_still_holds(
+    kafka_bootstrap, usage_topic, tmp_path, envelopes
+):
     with KafkaEmitter(
-        kafka_bootstrap, topic=usage_topic, spool_dir=tmp_path / "spool", queue_max_messages=50
+        kafka_bootstrap,
+        topic=usage_topic,
+        spool_dir=tmp_path / "spool",
+        envelopes=envelopes,
+        envelope_events=20,
+        queue_max_messages=50 if not envelopes else 2,
     ) as emitter:
         for n in range(3000):
             emitter.emit(_fields(n))
-        assert emitter.counters.spooled > 0, "the tiny queue overflowed into the spool"
         assert emitter.flush(60) == 0
         counters = emitter.counters
+    assert counters.spooled > 0, "the tiny queue overflowed into the spool"
     assert counters.delivered == 3000 and counters.dropped == 0
     per_key = defaultdict(list)
     for event in _decoded(read_topic(kafka_bootstrap, usage_topic)):
@@ -122,13 +166,16 @@ def test_a_full_local_queue_spills_to_the_spool_and_order_still_holds(kafka_boot
     assert all(order == sorted(order) for order in per_key.values())
 
 
+@both_modes
 def test_spool_bound_hit_drops_are_counted_and_logged_and_the_rest_replays_later(
-    kafka_bootstrap, usage_topic, tmp_path, caplog
+    kafka_bootstrap, usage_topic, tmp_path, caplog, envelopes
 ):
     caplog.set_level(logging.WARNING, logger="keytrail.producers")
     spool_dir = tmp_path / "spool"
     unreachable = f"127.0.0.1:{free_port()}"
-    emitter = KafkaEmitter(unreachable, topic=usage_topic, spool_dir=spool_dir, spool_max_bytes=40_000)
+    emitter = KafkaEmitter(
+        unreachable, topic=usage_topic, spool_dir=spool_dir, spool_max_bytes=40_000, envelopes=envelopes
+    )
     wait_until(lambda: emitter.spooling, 60, "the emitter to find no broker")
     for n in range(1000):
         emitter.emit(_fields(n))
@@ -139,7 +186,7 @@ def test_spool_bound_hit_drops_are_counted_and_logged_and_the_rest_replays_later
     assert counters.spooled + counters.dropped == 1000, counters
     assert any("DROPPED" in r.getMessage() and "full" in r.getMessage() for r in caplog.records)
 
-    with KafkaEmitter(kafka_bootstrap, topic=usage_topic, spool_dir=spool_dir) as successor:
+    with KafkaEmitter(kafka_bootstrap, topic=usage_topic, spool_dir=spool_dir, envelopes=envelopes) as successor:
         assert successor.flush(60) == 0
         assert successor.counters.replayed == counters.spooled
     delivered = _decoded(read_topic(kafka_bootstrap, usage_topic))

@@ -48,6 +48,9 @@ class JsonOnly:
     def insert_json_rows(self, table: str, payload: bytes) -> None:
         self.backend.insert_json_rows(table, payload)
 
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self.backend.command(sql, params)  # the late-minute recount runs in ClickHouse either way
+
     def close(self) -> None:
         self.backend.close()
 
