@@ -110,7 +110,11 @@ class ConsoleRuntime:
 
     def ingest(self, events: Iterable[KeyUsageEvent], wait: float | None = REQUEST_WAIT_SECONDS) -> BatchResult:
         with self._pipeline(wait):
+            redacted_before = getattr(self.pipeline, "secrets_redacted", 0)
             result = self.pipeline.ingest(list(events))
+            redacted = getattr(self.pipeline, "secrets_redacted", 0) - redacted_before
+        if redacted > 0:
+            self.metrics.events_redacted.inc(redacted)
         self.metrics.events_ingested.inc(len(result.accepted) + len(result.late))
         self.metrics.events_duplicate.inc(result.duplicates)
         return result

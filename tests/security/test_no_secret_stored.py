@@ -66,7 +66,9 @@ def test_no_planted_secret_is_found_in_any_table_or_response(console):
     signals = console.client.get("/v1/signals", headers=bearer(ingest), params={"key_id": key_id})
     responses.append(signals.text)
     responses.append(console.client.get("/v1/alerts", headers=bearer(console.admin_key)).text)
-    responses.append(console.client.get("/metrics").text)
+    metrics = console.client.get("/metrics").text
+    responses.append(metrics)
+    assert f"keytrail_events_redacted_total {float(len(planted))}" in metrics  # counted, each event once
     responses.append(console.client.get("/", headers=bearer(ingest)).text)
 
     stored = console.all_rows_text()
