@@ -65,7 +65,8 @@ def test_no_planted_secret_is_found_in_any_table_or_response(console):
     responses.append(console.client.get("/v1/usage/top_keys", headers=bearer(ingest), params={"since": "1d"}).text)
     signals = console.client.get("/v1/signals", headers=bearer(ingest), params={"key_id": key_id})
     responses.append(signals.text)
-    responses.append(console.client.get("/v1/alerts", headers=bearer(console.admin_key)).text)
+    alerts = console.client.get("/v1/alerts", headers=bearer(console.admin_key)).text
+    responses.append(alerts)
     metrics = console.client.get("/metrics").text
     responses.append(metrics)
     assert f"keytrail_events_redacted_total {float(len(planted))}" in metrics  # counted, each event once
@@ -83,6 +84,7 @@ def test_no_planted_secret_is_found_in_any_table_or_response(console):
     named = {field for e in evidence for field in e["fields"]}
     assert named == set(FIELDS)
     assert all(s["key_id"] == key_id for s in exposed)
+    assert "secret_exposed" in alerts  # severity high: on-call hears of it
 
 
 def test_a_secret_shaped_key_id_in_any_decoration_is_refused_and_never_served(console):
