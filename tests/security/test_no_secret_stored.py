@@ -143,3 +143,22 @@ def test_keytrail_ingest_direct_stores_no_secret_and_its_rejects_file_holds_none
     stored = subprocess.run([sys.executable, "-c", read, str(data_dir / "chdb")], capture_output=True, text=True,
                             timeout=120, check=True).stdout
     assert json.loads(stored.strip().splitlines()[-1]) == ["bot [REDACTED:github_token]"]
+
+
+def test_a_secret_pasted_into_a_key_record_or_a_reason_is_refused_or_redacted(console):
+    secret = planted_secrets()["google_api_key"]
+    admin = bearer(console.admin_key)
+    for field, value in [("name", f"prod {secret}"), ("owner", secret), ("scopes", [f"x{secret}"])]:
+        answer = console.client.post("/v1/keys", headers=admin,
+                                     json={"name": "ok", "project_id": "records", field: value})
+        assert answer.status_code == 400, (field, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_request" and secret not in answer.text
+    created = console.client.post("/v1/keys", headers=admin, json={"name": "ok", "project_id": "records"}).json()
+    key_id = created["key"]["id"]
+    revoked = console.client.post(f"/v1/keys/{key_id}/revoke", headers=admin,
+                                  json={"reason": f"leaked: {secret}"})
+    assert revoked.status_code == 200, revoked.text
+    history = console.client.get(f"/v1/keys/{key_id}/events", headers=admin)
+    assert secret not in revoked.text + history.text
+    assert "[REDACTED:google_api_key]" in history.text
+    assert secret not in console.all_rows_text()
