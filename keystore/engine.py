@@ -30,6 +30,18 @@ def busy_timeout_seconds() -> float:
         return SQLITE_BUSY_TIMEOUT_SECONDS
 
 
+def _busy_is_typed(context: Any) -> None:
+    """A lock wait past the bounded timeout ("database is locked" on SQLite, lock_not_available on
+    PostgreSQL) becomes KeyStoreBusy: a 503 with Retry-After at the API, a retry in the projector,
+    a fail-closed verdict in verify."""
+    original = context.original_exception
+    if getattr(original, "sqlstate", None) == "55P03":
+        raise KeyStoreBusy() from original
+    message = str(original).lower()
+    if any(text in message for text in _BUSY_MESSAGES):
+        raise KeyStoreBusy() from original
+
+
 def normalise_store_url(url: str) -> str:
     """Plain `postgresql://` and `postgres://` use psycopg 3; SQLite URLs pass through."""
     for plain in ("postgresql://", "postgres://"):
@@ -47,7 +59,13 @@ def create_store_engine(url: str, **engine_options: Any) -> Engine:
             sa_url = sa_url.set(drivername="postgresql+psycopg")
         # No pool_pre_ping: it costs a round trip per checkout, i.e. per uncached verify. A
         # connection found dead is invalidated with its pool, and verify retries once.
-        return create_engine(sa_url, **engine_options)
+        # lock_timeout bounds a wait on a row another session holds (SELECT … FOR UPDATE): then
+        # KeyStoreBusy, as on SQLite, instead of a request hanging.
+        connect_args = engine_options.pop("connect_args", {})
+        connect_args.setdefault("options", f"-c lock_timeout={int(busy_timeout_seconds() * 1000)}")
+        engine = create_engine(sa_url, connect_args=connect_args, **engine_options)
+        event.listen(engine, "handle_error", _busy_is_typed)
+        return engine
     if backend == "sqlite":
         return _create_sqlite_engine(sa_url, engine_options)
     raise UnsupportedStoreUrl(
@@ -78,13 +96,7 @@ def _create_sqlite_engine(sa_url: Any, engine_options: dict[str, Any]) -> Engine
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine, "handle_error")
-    def _busy_is_typed(context: Any) -> None:
-        # "database is locked" after the bounded wait becomes KeyStoreBusy: a 503 with Retry-After at
-        # the API, a retry in the projector, a fail-closed verdict in verify.
-        message = str(context.original_exception).lower()
-        if any(text in message for text in _BUSY_MESSAGES):
-            raise KeyStoreBusy() from context.original_exception
+    event.listen(engine, "handle_error", _busy_is_typed)
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
