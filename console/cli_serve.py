@@ -28,8 +28,16 @@ def serve(
     import uvicorn
 
     from keytrail.console.api import create_app
+    from keytrail.keystore.errors import KeyStoreError
+    from keytrail.keystore.store import KeyStore
 
-    app = create_app(get_settings(), no_auth=no_auth)
+    settings = get_settings()
+    try:  # a corrupt or locked key store is one line here, not a traceback from the app's lifespan
+        KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env).close()
+    except KeyStoreError as error:
+        typer.echo(f"keytrail serve: error: {error.message}", err=True)
+        raise typer.Exit(2) from None
+    app = create_app(settings, no_auth=no_auth)
     # proxy_headers=False: uvicorn would otherwise rewrite the peer from X-Forwarded-For sent by any
     # client on 127.0.0.1; the app itself believes forwarding headers only from KEYTRAIL_TRUSTED_PROXIES.
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, proxy_headers=False)

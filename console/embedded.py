@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from keytrail.keystore.file_modes import ensure_private_directory
 from keytrail.keystore.store import KeyStore
 from keytrail.schemas.secrets import scrub_events
 from keytrail.schemas.usage import KeyUsageEvent
@@ -89,7 +90,9 @@ class EmbeddedPipeline:
 
     def __init__(self, settings: Settings, *, clickhouse: ClickHouseBackend | None = None,
                  keystore: KeyStore | None = None, alerting: bool = True) -> None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_directory(settings.data_dir)  # 0700 whatever the umask (and the chDB dir below)
+        if settings.clickhouse_url.startswith("chdb://"):
+            ensure_private_directory(Path(settings.clickhouse_url.removeprefix("chdb://")))
         self.settings = settings
         self.lock = DataDirectoryLock(settings.data_dir)
         self.lock.acquire()

@@ -1,17 +1,45 @@
 """Building the SQLAlchemy engine for a key store URL (`sqlite:///…` or `postgresql://…`)."""
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from keytrail.keystore.errors import UnsupportedStoreUrl
+from keytrail.keystore.errors import KeyStoreBusy, UnsupportedStoreUrl
+from keytrail.keystore.file_modes import ensure_private_file
 
 WRITE_OPTION = "keystore_write"
 """Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
 
-SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+SQLITE_BUSY_TIMEOUT_SECONDS = 1.5
+"""How long a SQLite connection waits for another process's lock before `KeyStoreBusy` (default of
+KEYTRAIL_KEYSTORE_BUSY_TIMEOUT_SECONDS): requests answer a 503 within it instead of hanging."""
+
+_BUSY_MESSAGES = ("database is locked", "database is busy", "database table is locked")
+
+
+def busy_timeout_seconds() -> float:
+    """The configured bounded wait for a locked SQLite key store."""
+    try:
+        from keytrail.settings import get_settings
+
+        return float(get_settings().keystore_busy_timeout_seconds)
+    except Exception:  # noqa: BLE001 - settings that do not parse are reported by their own users
+        return SQLITE_BUSY_TIMEOUT_SECONDS
+
+
+def _busy_is_typed(context: Any) -> None:
+    """A lock wait past the bounded timeout ("database is locked" on SQLite, lock_not_available on
+    PostgreSQL) becomes KeyStoreBusy: a 503 with Retry-After at the API, a retry in the projector,
+    a fail-closed verdict in verify."""
+    original = context.original_exception
+    if getattr(original, "sqlstate", None) == "55P03":
+        raise KeyStoreBusy() from original
+    message = str(original).lower()
+    if any(text in message for text in _BUSY_MESSAGES):
+        raise KeyStoreBusy() from original
 
 
 def normalise_store_url(url: str) -> str:
@@ -31,7 +59,13 @@ def create_store_engine(url: str, **engine_options: Any) -> Engine:
             sa_url = sa_url.set(drivername="postgresql+psycopg")
         # No pool_pre_ping: it costs a round trip per checkout, i.e. per uncached verify. A
         # connection found dead is invalidated with its pool, and verify retries once.
-        return create_engine(sa_url, **engine_options)
+        # lock_timeout bounds a wait on a row another session holds (SELECT … FOR UPDATE): then
+        # KeyStoreBusy, as on SQLite, instead of a request hanging.
+        connect_args = engine_options.pop("connect_args", {})
+        connect_args.setdefault("options", f"-c lock_timeout={int(busy_timeout_seconds() * 1000)}")
+        engine = create_engine(sa_url, connect_args=connect_args, **engine_options)
+        event.listen(engine, "handle_error", _busy_is_typed)
+        return engine
     if backend == "sqlite":
         return _create_sqlite_engine(sa_url, engine_options)
     raise UnsupportedStoreUrl(
@@ -41,9 +75,12 @@ def create_store_engine(url: str, **engine_options: Any) -> Engine:
 
 
 def _create_sqlite_engine(sa_url: Any, engine_options: dict[str, Any]) -> Engine:
-    in_memory = sa_url.database in (None, "", ":memory:")
+    in_memory = sa_url.database in (None, "", ":memory:") or str(sa_url.database).startswith("file:")
+    if not in_memory:
+        # 0600 before SQLite creates it (its -wal and -shm files take the database file's mode)
+        ensure_private_file(Path(sa_url.database))
     connect_args = engine_options.pop("connect_args", {})
-    connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
+    connect_args.setdefault("timeout", busy_timeout_seconds())
     connect_args.setdefault("check_same_thread", False)
     if in_memory:
         engine_options.setdefault("poolclass", StaticPool)
@@ -58,6 +95,8 @@ def _create_sqlite_engine(sa_url: Any, engine_options: dict[str, Any]) -> Engine
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    event.listen(engine, "handle_error", _busy_is_typed)
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:

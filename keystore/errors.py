@@ -5,12 +5,13 @@ Messages never contain secrets: a key id that looks like a secret key is not ech
 
 from typing import ClassVar
 
-from keytrail.schemas.usage import SECRET_SHAPE
+from keytrail.schemas.secrets import identifier_holds_secret
 
 
 def describe_key_id(key_id: str) -> str:
-    """A key id safe to put in a message: a pasted secret is replaced by a warning."""
-    if SECRET_SHAPE.match(key_id) or key_id.startswith("kt_"):
+    """A key id safe to put in a message: a pasted secret (any vendor's, in any position) is
+    replaced by a warning."""
+    if key_id.startswith("kt_") or identifier_holds_secret(key_id[:512]):
         return "<a secret key, not a key id: never paste secrets; rotate it if it was shared>"
     return repr(key_id[:64])
 
@@ -76,3 +77,24 @@ class UnsupportedStoreUrl(KeyStoreError):
     """The key store URL names a backend the key store does not support."""
 
     code = "unsupported_store_url"
+
+
+class KeyStoreBusy(KeyStoreError):
+    """Another process holds the key store's write lock longer than the bounded wait
+    (KEYTRAIL_KEYSTORE_BUSY_TIMEOUT_SECONDS); the request can be retried."""
+
+    code = "keystore_busy"
+    retry_after_seconds: ClassVar[int] = 1
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or "the key store is locked by another process (a long write, a backup, an open sqlite3 shell); "
+            "retry shortly, and find the process holding it if this lasts"
+        )
+
+
+class KeyStoreCorrupt(KeyStoreError):
+    """The key store file exists but is not a readable key store."""
+
+    code = "keystore_corrupt"

@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from ipaddress import ip_network
 
 from keytrail.keystore.errors import InvalidKeyRequest
+from keytrail.schemas.secrets import find_secrets, redact_text
 
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 _SCOPE = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,99}\*?)$")
@@ -18,7 +19,18 @@ def clean_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 200 or _CONTROL_CHARACTERS.search(name):
         raise InvalidKeyRequest("a key name needs 1 to 200 printable characters, e.g. 'billing-worker prod'")
+    _refuse_secret("a key name", name)
     return name
+
+
+def _refuse_secret(what: str, value: str) -> None:
+    """Key records are listed and shown everywhere: a secret pasted into one is refused (never echoed)."""
+    found = find_secrets(value)
+    if found:
+        raise InvalidKeyRequest(
+            f"{what} holds something shaped like a secret ({found[0].kind}); never paste a secret there, "
+            "and rotate it if it was shared"
+        )
 
 
 def clean_owner(owner: str) -> str:
@@ -26,6 +38,7 @@ def clean_owner(owner: str) -> str:
     owner = owner.strip()
     if len(owner) > 200 or _CONTROL_CHARACTERS.search(owner):
         raise InvalidKeyRequest("the owner must be at most 200 printable characters, e.g. 'team-payments'")
+    _refuse_secret("the owner", owner)
     return owner
 
 
@@ -35,6 +48,7 @@ def clean_project_id(project_id: str) -> str:
         raise InvalidKeyRequest(
             "a project id is 1 to 64 letters, digits or _.:- starting with a letter or digit, e.g. 'payments'"
         )
+    _refuse_secret("the project id", project_id)
     return project_id
 
 
@@ -43,9 +57,10 @@ def clean_scopes(scopes: Iterable[str]) -> list[str]:
     cleaned: list[str] = []
     for scope in scopes:
         scope = scope.strip()
+        _refuse_secret("a scope", scope)
         if not _SCOPE.match(scope):
             raise InvalidKeyRequest(
-                f"scope {scope[:40]!r} is not valid; use letters, digits and _.:/- (e.g. orders:read) or *"
+                f"scope {redact_text(scope[:40])!r} is not valid; use letters, digits and _.:/- (e.g. orders:read) or *"
             )
         if scope not in cleaned:
             cleaned.append(scope)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Row, Select, bindparam, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from keytrail.keystore.errors import KeyStoreBusy
 from keytrail.keystore.key_format import checksum_holds
 from keytrail.keystore.records import KeyRecords
 from keytrail.keystore.tables import api_keys
@@ -57,7 +58,7 @@ class VerifyByLookup(KeyRecords):
                 return _UNKNOWN
             try:
                 key = self._lookup(digest)
-            except SQLAlchemyError as error:
+            except (SQLAlchemyError, KeyStoreBusy) as error:
                 log.warning("key store unavailable during verify: %s", type(error).__name__)
                 return _STORE_UNAVAILABLE
             if key is None:

@@ -110,6 +110,15 @@ class KeyRecords:
         caller.check_read(key_id, row.project_id)
         return record_from_row(row)
 
+    def check_ready(self) -> None:
+        """Raise unless the store can be read and written now: one read, then an empty write
+        transaction (on SQLite it takes the write lock, so a store locked by another process answers
+        `KeyStoreBusy` within the bounded wait)."""
+        with self._reader.connect() as connection:
+            connection.execute(select(api_keys.c.id).limit(1)).all()
+        with self._writing():
+            pass
+
     def projects_of(self, key_ids: Iterable[str]) -> dict[str, str]:
         """The project of each of `key_ids` that exists (unknown ids are left out); one indexed
         query per 500 ids. For scoping writes: ingest checks every event's key against it."""

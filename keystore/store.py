@@ -10,14 +10,17 @@ change to a key), `lookup.py` (verify) and `last_used.py` (the projector's updat
 verification cache is `verification.py`.
 """
 
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DatabaseError
 
 from keytrail.keystore import migrations
 from keytrail.keystore.engine import create_store_engine
+from keytrail.keystore.errors import KeyStoreCorrupt
 from keytrail.keystore.hashing import KeyHasher
 from keytrail.keystore.key_format import ENV_PATTERN
 from keytrail.keystore.last_used import LastUsedUpdates, newest_per_key
@@ -101,7 +104,16 @@ class KeyStore(KeyLifecycleOperations, VerifyByLookup, LastUsedUpdates):
         engine = create_store_engine(url, **(engine_options or {}))
         try:
             if migrate:
-                migrations.upgrade(engine)
+                try:
+                    migrations.upgrade(engine)
+                except DatabaseError as error:
+                    if engine.dialect.name != "sqlite" or isinstance(error.orig, sqlite3.OperationalError):
+                        raise
+                    reason = str(error.orig).splitlines()[0][:200]
+                    raise KeyStoreCorrupt(
+                        f"the key store {engine.url.database} is not a readable SQLite key store ({reason}); "
+                        "restore it from a backup, or move it away to start with an empty one"
+                    ) from None
             return cls(
                 engine,
                 KeyHasher(secret),

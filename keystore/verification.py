@@ -7,6 +7,7 @@ from datetime import datetime
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
+from keytrail.schemas.secrets import redact_text
 from keytrail.schemas.usage import Outcome
 from keytrail.schemas.verification import Verification
 
@@ -78,7 +79,7 @@ class VerifiableKey:
         if self.networks and not self._address_allowed(client_ip):
             return self._verdict(Outcome.DENIED, "the client address is not in the key's IP allowlist")
         if scope is not None and scope not in self.scopes and WILDCARD_SCOPE not in self.scopes:
-            return self._verdict(Outcome.DENIED, f"the key does not grant scope {scope[:100]!r}")
+            return self._verdict(Outcome.DENIED, f"the key does not grant scope {redact_text(scope[:100])!r}")
         return self.ok
 
     def _address_allowed(self, client_ip: str | None) -> bool:

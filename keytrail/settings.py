@@ -2,9 +2,8 @@
 
 from enum import StrEnum
 from functools import lru_cache
-from pathlib import Path
-
 from ipaddress import ip_network
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,7 +75,7 @@ class Settings(BaseSettings):
         default=1.5, gt=0, le=60, description="longest wait for a SQLite key store locked by another process"
     )
     max_request_body_bytes: int = Field(
-        default=8 * 1024 * 1024, ge=1024, description="largest request body the console reads (413 above it)"
+        default=16 * 1024 * 1024, ge=1024, description="largest request body the console reads (413 above it)"
     )
 
     @field_validator("trusted_proxies")

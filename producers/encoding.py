@@ -28,8 +28,8 @@ from typing import Any, Final
 import orjson
 
 from keytrail.schemas.codec import InvalidEvent
-from keytrail.schemas.timestamps import format_utc_millis
 from keytrail.schemas.secrets import identifier_holds_secret
+from keytrail.schemas.timestamps import format_utc_millis
 from keytrail.schemas.usage import MAX_FUTURE_SKEW, KeyUsageEvent, Outcome
 
 FIELDS: Final = tuple(KeyUsageEvent.model_fields)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from functools import lru_cache
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson

@@ -23,8 +23,8 @@ Kinds, matched in any position (no word boundaries: `x<secret>` and `<secret>.` 
 
 `payload_may_hold_secret(raw)` is the fast prefilter over raw JSON bytes: one compiled regex
 (RE2, a DFA, when `google-re2` is installed; the standard library's engine otherwise, same
-pattern) that matches whatever any rule above could match, plus JSON `\\u00XX` escapes of
-printable ASCII (which could spell a secret the raw bytes do not show). When it says False, no
+pattern) that matches whatever any rule above could match, plus the JSON escapes that could spell
+or join a secret the raw bytes do not show (`\\u00XX` of printable ASCII, `\\/`). When it says False, no
 event of the payload holds a secret and the per-event scan can be skipped; when it says True,
 scan each event (`scrub_event`). bench/bench_secrets.py measures it in ns per byte.
 """
@@ -93,15 +93,15 @@ _SCANNER: Final = re.compile(
     "(?=" + "|".join(f"(?P<{kind}>{pattern.replace('(?P<s>', f'(?P<s_{kind}>')})" for kind, pattern in _RULES) + ")"
 )
 """Every position where a rule matches (a lookahead: matches may overlap, `<secret><secret>`)."""
-_TOKEN: Final = re.compile(r"[A-Za-z0-9+/=_-]{%d,}" % HIGH_ENTROPY_MIN_LENGTH)
+_TOKEN: Final = re.compile(rf"[A-Za-z0-9+/=_-]{{{HIGH_ENTROPY_MIN_LENGTH},}}")
 HIGH_ENTROPY_WINDOW: Final = 32
 """Entropy is judged on windows of this many characters, so padding cannot dilute a random part."""
 
 # The prefilter: per rule, a pattern matching at least where the rule could match in raw JSON.
 # Where a rule's text cannot contain a JSON escape, the rule itself is exact enough; the
-# high-entropy rule by its token lengths; any escape of a printable ASCII character (`\u0041`) could
-# spell a secret the raw bytes do not show, so it matches too (`\/` only splits a token, as `/` does
-# in the decoded text: no rule needs it).
+# high-entropy rule by its token lengths. JSON escapes can hide what the decoded text shows: any
+# `\u00XX` escape of printable ASCII (`\u0041KIA…`), and `\/` (PHP and others escape every slash;
+# `/` belongs to base64 tokens, so `abc\/def` is one token once decoded) match too.
 _TRIGGERS: Final[tuple[str, ...]] = (
     r"kt_[a-z0-9]+_",
     r"-----BEGIN",
@@ -113,9 +113,10 @@ _TRIGGERS: Final[tuple[str, ...]] = (
     r"eyJ",
     r"[Bb][Ee][Aa][Rr][Ee][Rr]",
     r"://[^/\s:@\"]+:",
-    r"[A-Za-z0-9+/=_-]{%d}" % HIGH_ENTROPY_TOKEN_LENGTH,
-    r"[A-Za-z0-9+/=_]{%d}" % HIGH_ENTROPY_MIN_LENGTH,
+    rf"[A-Za-z0-9+/=_-]{{{HIGH_ENTROPY_TOKEN_LENGTH}}}",
+    rf"[A-Za-z0-9+/=_]{{{HIGH_ENTROPY_MIN_LENGTH}}}",
     r"\\u00[2-7][0-9A-Fa-f]",
+    r"\\/",
 )
 PREFILTER_PATTERN: Final = "|".join(_TRIGGERS)
 

@@ -10,18 +10,20 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from keytrail.console.api import routes_ingest, routes_keys, routes_read
 from keytrail.console.api.auth import bootstrap_admin_key, client_ip
+from keytrail.console.api.body_limit import BodyLimit
 from keytrail.console.api.errors import install_error_handlers
-from keytrail.console.api.models import Health
-from keytrail.console.api.runtime import ConsoleRuntime
+from keytrail.console.api.models import Health, Readiness
+from keytrail.console.api.runtime import WEDGED_AFTER_SECONDS, ConsoleRuntime, PipelineBusy
 from keytrail.console.embedded import EmbeddedPipeline
+from keytrail.keystore.errors import KeyStoreBusy
 from keytrail.schemas.usage import Outcome
-from keytrail.settings import Settings
+from keytrail.settings import RunMode, Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +114,42 @@ def create_app(
                 )
         return response
 
-    @app.get("/healthz", response_model=Health, tags=["ops"], summary="Liveness")
-    def healthz() -> Health:
-        return Health(status="ok", mode=settings.mode.value)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_body_bytes)  # outermost: before any read
+
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["ops"],
+        summary="Liveness: the process answers and its pipeline is not wedged",
+        responses={503: {"model": Health, "description": "the pipeline has been held without a break too long"}},
+    )
+    def healthz(request: Request) -> Response:
+        runtime: ConsoleRuntime | None = getattr(request.app.state, "console", None)
+        held = runtime.held_seconds() if runtime is not None else 0.0
+        if held > WEDGED_AFTER_SECONDS:
+            body = Health(status="wedged", mode=settings.mode.value,
+                          detail=f"the pipeline has been held for {held:.0f} s without a break")
+            return JSONResponse(body.model_dump(), status_code=503)
+        return JSONResponse(Health(status="ok", mode=settings.mode.value).model_dump())
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["ops"],
+        summary="Readiness: the key store, ClickHouse and (in production) Kafka answer now",
+        responses={503: {"model": Readiness, "description": "a dependency does not answer; see checks"}},
+    )
+    def readyz(request: Request) -> Response:
+        runtime: ConsoleRuntime = request.app.state.console
+        checks = {
+            "keystore": _check(runtime.keystore.check_ready),
+            "clickhouse": _check(lambda: runtime.query("SELECT 1")),
+            "kafka": _check_kafka(settings) if settings.mode is RunMode.PRODUCTION else "not used (embedded)",
+        }
+        ready = all(value == "ok" or value.startswith("not used") for value in checks.values())
+        body = Readiness(status="ready" if ready else "not_ready", mode=settings.mode.value, checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503,
+                            headers=None if ready else {"Retry-After": "2"})
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, summary="Prometheus metrics")
     def metrics(request: Request) -> Response:
@@ -127,6 +162,28 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=DASHBOARD / "static"), name="static")
     return app
+
+
+def _check(probe: Callable[[], object]) -> str:
+    """'ok', or one line saying what is wrong (never a traceback, never a connection secret)."""
+    try:
+        probe()
+    except KeyStoreBusy:
+        return "busy: the key store is locked by another process"
+    except PipelineBusy:
+        return "busy: the embedded pipeline is held (a long ingest, or a locked key store)"
+    except Exception as error:  # noqa: BLE001 - readiness reports, it does not raise
+        return f"error: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+    return "ok"
+
+
+def _check_kafka(settings: Settings) -> str:
+    def probe() -> None:
+        from confluent_kafka.admin import AdminClient
+
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0}).list_topics(timeout=1.5)
+
+    return _check(probe)
 
 
 def _outcome_of(status: int) -> Outcome:

@@ -38,6 +38,13 @@ def principal(
     if verdict.key_id is not None and verdict.project_id is not None:
         request.state.usage = (verdict.key_id, verdict.project_id, verdict.outcome)
     if found is None:
+        if verdict.outcome is Outcome.ERROR:  # the key store could not decide: busy or down (fail closed)
+            raise ApiError(
+                503,
+                "keystore_unavailable",
+                f"the key could not be checked: {verdict.reason}; retry shortly",
+                {"Retry-After": "1"},
+            )
         if token is None:
             raise ApiError(401, "unauthenticated", verdict.reason, {"WWW-Authenticate": "Bearer"})
         status, code = _FAILURES.get(verdict.outcome, (401, "invalid_key"))

@@ -9,10 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from keytrail.console.api.runtime import PipelineBusy
 from keytrail.keystore.errors import (
     InvalidKeyRequest,
     KeyNotFound,
     KeyStateConflict,
+    KeyStoreBusy,
     KeyStoreError,
     PermissionDenied,
 )
@@ -26,6 +28,7 @@ STATUS_BY_ERROR: dict[type[KeyStoreError], int] = {
     PermissionDenied: 403,
     InvalidKeyRequest: 400,
     KeyStateConflict: 409,
+    KeyStoreBusy: 503,
 }
 
 
@@ -80,7 +83,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(KeyStoreError)
     async def _keystore_error(_request: Request, exc: KeyStoreError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=_status_of(exc))
+        headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, KeyStoreBusy) else None
+        return JSONResponse(error_body(exc.code, exc.message), status_code=_status_of(exc), headers=headers)
+
+    @app.exception_handler(PipelineBusy)
+    async def _pipeline_busy(_request: Request, exc: PipelineBusy) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, str(exc)), status_code=503, headers={"Retry-After": str(exc.retry_after_seconds)}
+        )
 
     @app.exception_handler(UnknownQuery)
     async def _unknown_query(_request: Request, exc: UnknownQuery) -> JSONResponse:

@@ -36,6 +36,11 @@ class ConsoleMetrics:
             "usage events dropped as duplicates of earlier deliveries",
             registry=self.registry,
         )
+        self.events_redacted = Counter(
+            "keytrail_events_redacted",
+            "Events stored with a secret redacted from a string field (each also raised secret_exposed)",
+            registry=self.registry,
+        )
         self.events_rejected = Counter(
             "keytrail_events_rejected",
             "usage events refused by the ingest endpoint",

@@ -5,16 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from keytrail.schemas.keys import KeyRecord
+from keytrail.schemas.secrets import redact_text
 from keytrail.schemas.usage import Identifier
 
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 Scope = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Cidr = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 ExpiryPreset = Annotated[str, StringConstraints(min_length=1, max_length=32)]
-Reason = Annotated[str, StringConstraints(max_length=500)]
+Reason = Annotated[str, StringConstraints(max_length=500), AfterValidator(redact_text)]
+"""Free text kept in the audit trail: a secret pasted into it is redacted (schemas/secrets.py)."""
 MAX_INGEST_BATCH = 5000
 
 
@@ -144,3 +146,10 @@ class Rows(BaseModel):
 class Health(BaseModel):
     status: str
     mode: str
+    detail: str = ""
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready, or not_ready when a check is not ok")
+    mode: str
+    checks: dict[str, str] = Field(description="per dependency: ok, busy: …, error: …, or not used")

@@ -24,6 +24,7 @@ from keytrail.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 MAX_BODY_BYTES = MAX_INGEST_BATCH * MAX_EVENT_BYTES
+"""The most a batch could need; the enforced limit is KEYTRAIL_MAX_REQUEST_BODY_BYTES (body_limit.py)."""
 
 PLACEHOLDER_KEY_IDS: Final = frozenset({"anonymous", "unknown"})
 """What the middleware records for requests without a key or with a key no store knows; they never

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
 from keytrail.console.api.metrics import ConsoleMetrics
+from keytrail.console.api.patient_projector import PatientProjector
 from keytrail.console.embedded import EmbeddedPipeline
 from keytrail.keystore.sweeper import ExpirySweeper
 from keytrail.schemas.usage import KeyUsageEvent, Outcome
@@ -20,6 +23,17 @@ log = logging.getLogger(__name__)
 
 CONSOLE_SERVICE = "keytrail-console"
 MAX_BUFFERED_USAGE = 100_000
+REQUEST_WAIT_SECONDS = 2.0
+"""Longest a request waits for the pipeline (held by a long ingest, or stuck on a locked key store)."""
+WEDGED_AFTER_SECONDS = 60.0
+"""A pipeline held this long without a break makes /healthz answer 503: the process is not live."""
+
+
+class PipelineBusy(Exception):
+    """The pipeline stayed held past the request's bounded wait."""
+
+    code = "pipeline_busy"
+    retry_after_seconds = 2
 
 
 class ConsoleRuntime:
@@ -36,7 +50,12 @@ class ConsoleRuntime:
     ) -> None:
         self.pipeline = pipeline
         self.owns_pipeline = owns_pipeline
+        self.last_used: PatientProjector | None = None
+        if hasattr(pipeline, "projector"):  # never block requests on a key store locked elsewhere
+            self.last_used = pipeline.projector = PatientProjector(pipeline.keystore)
         self.lock = threading.RLock()
+        self._held_since: float | None = None
+        self._holders = 0
         self.metrics = ConsoleMetrics(self.count_keys)
         self._buffer: list[KeyUsageEvent] = []
         self._buffer_lock = threading.Lock()
@@ -65,19 +84,47 @@ class ConsoleRuntime:
             self.pipeline.close()
 
     # ------------------------------------------------------------------ the pipeline
-    def ingest(self, events: Iterable[KeyUsageEvent]) -> BatchResult:
-        with self.lock:
+    @contextmanager
+    def _pipeline(self, wait: float | None = REQUEST_WAIT_SECONDS) -> Iterator[None]:
+        """Hold the pipeline; requests wait at most `wait` seconds, then `PipelineBusy` (a 503)."""
+        if not self.lock.acquire(timeout=-1 if wait is None else wait):
+            raise PipelineBusy(
+                f"the embedded pipeline has been busy for more than {wait:.0f} s "
+                f"(held for {self.held_seconds():.0f} s: a long ingest, or a locked key store); retry shortly"
+            )
+        try:
+            self._holders += 1
+            if self._holders == 1:
+                self._held_since = time.monotonic()
+            yield
+        finally:
+            self._holders -= 1
+            if self._holders == 0:
+                self._held_since = None
+            self.lock.release()
+
+    def held_seconds(self) -> float:
+        """For how long the pipeline has been held without a break (0 when free)."""
+        since = self._held_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def ingest(self, events: Iterable[KeyUsageEvent], wait: float | None = REQUEST_WAIT_SECONDS) -> BatchResult:
+        with self._pipeline(wait):
+            redacted_before = getattr(self.pipeline, "secrets_redacted", 0)
             result = self.pipeline.ingest(list(events))
+            redacted = getattr(self.pipeline, "secrets_redacted", 0) - redacted_before
+        if redacted > 0:
+            self.metrics.events_redacted.inc(redacted)
         self.metrics.events_ingested.inc(len(result.accepted) + len(result.late))
         self.metrics.events_duplicate.inc(result.duplicates)
         return result
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with self.lock:
+        with self._pipeline():
             return self.pipeline.clickhouse.query(sql, params)
 
     def run(self, function, *args, **kwargs):  # noqa: ANN001, ANN201 - run under the pipeline lock
-        with self.lock:
+        with self._pipeline():
             return function(*args, **kwargs)
 
     # ------------------------------------------------------------------ the console's own usage
@@ -127,9 +174,11 @@ class ConsoleRuntime:
         """Ingest the queued usage events now; returns how many were queued."""
         with self._buffer_lock:
             batch, self._buffer = self._buffer, []
+        if self.last_used is not None and self.last_used.pending and not batch:
+            self.last_used.retry_pending()
         if batch:
             try:
-                self.ingest(batch)
+                self.ingest(batch, wait=None)  # the background flusher waits its turn
             except Exception:  # the request path never fails because of its own audit trail
                 log.exception("could not ingest %d console usage events", len(batch))
         return len(batch)

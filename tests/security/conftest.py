@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from keytrail.console.api import create_app
 from keytrail.console.embedded import EmbeddedPipeline
+from keytrail.keystore.store import KeyStore
 from keytrail.settings import Settings
 from tests.infra.ports import free_port
 
@@ -134,3 +135,10 @@ def serve_process(data_dir: Path, env: dict[str, str] | None = None, wait_ready:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(10)
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[KeyStore]:
+    """A fresh SQLite key store for middleware tests."""
+    with KeyStore.open(f"sqlite:///{tmp_path / 'keys.db'}", b"security-test-secret-0123456789") as opened:
+        yield opened

@@ -36,7 +36,7 @@ def test_no_planted_secret_is_found_in_any_table_or_response(console):
     key_id, ingest = console.new_key("leaky", "ingest", "project:read")
     planted: list[str] = []
     events = []
-    for kind, secret in planted_secrets().items():
+    for secret in planted_secrets().values():
         for field in FIELDS:
             value = f"x{secret}."[: LIMITS[field]]
             if field == "route":
@@ -65,8 +65,11 @@ def test_no_planted_secret_is_found_in_any_table_or_response(console):
     responses.append(console.client.get("/v1/usage/top_keys", headers=bearer(ingest), params={"since": "1d"}).text)
     signals = console.client.get("/v1/signals", headers=bearer(ingest), params={"key_id": key_id})
     responses.append(signals.text)
-    responses.append(console.client.get("/v1/alerts", headers=bearer(console.admin_key)).text)
-    responses.append(console.client.get("/metrics").text)
+    alerts = console.client.get("/v1/alerts", headers=bearer(console.admin_key)).text
+    responses.append(alerts)
+    metrics = console.client.get("/metrics").text
+    responses.append(metrics)
+    assert f"keytrail_events_redacted_total {float(len(planted))}" in metrics  # counted, each event once
     responses.append(console.client.get("/", headers=bearer(ingest)).text)
 
     stored = console.all_rows_text()
@@ -81,6 +84,7 @@ def test_no_planted_secret_is_found_in_any_table_or_response(console):
     named = {field for e in evidence for field in e["fields"]}
     assert named == set(FIELDS)
     assert all(s["key_id"] == key_id for s in exposed)
+    assert "secret_exposed" in alerts  # severity high: on-call hears of it
 
 
 def test_a_secret_shaped_key_id_in_any_decoration_is_refused_and_never_served(console):
@@ -96,4 +100,65 @@ def test_a_secret_shaped_key_id_in_any_decoration_is_refused_and_never_served(co
     assert secret not in response.text
     top = console.client.get("/v1/usage/top_keys", headers=bearer(ingest), params={"since": "1d"})
     assert secret not in top.text
+    assert secret not in console.all_rows_text()
+
+
+def test_error_messages_never_echo_a_secret_sent_as_a_key_id_or_scope(console):
+    secret = planted_secrets()["aws_access_key"]
+    admin = bearer(console.admin_key)
+    for path in (f"/v1/keys/{secret}", f"/v1/keys/x{secret}.", f"/v1/keys/{secret}/usage"):
+        answer = console.client.get(path, headers=admin)
+        assert answer.status_code == 404 and secret not in answer.text, (path, answer.text)
+    _, ingest = console.new_key("scoped", "ingest")
+    verdict = console.client.post("/v1/verify", headers=bearer(ingest), json={"key": ingest, "scope": f"x{secret}"})
+    assert verdict.status_code == 200 and verdict.json()["outcome"] == "denied"
+    assert secret not in verdict.text
+
+
+def test_keytrail_ingest_direct_stores_no_secret_and_its_rejects_file_holds_none(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    secret = planted_secrets()["github_token"]
+    lines = [_event("key_cliDirect0000000001", "cli", user_agent=f"bot {secret}"),
+             _event(f"x{secret}", "cli")]
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    data_dir = tmp_path / "data"
+    keytrail = Path(sys.executable).parent / "keytrail"
+    env = {**os.environ, "KEYTRAIL_DATA_DIR": str(data_dir), "KEYTRAIL_API_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([str(keytrail), "ingest", "--direct", str(source)], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # one line rejected
+    assert secret not in done.stdout + done.stderr
+    rejects = (tmp_path / "events.rejects.jsonl").read_text()
+    assert "key_id" in rejects and secret not in rejects
+    read = (  # in a process of its own: chDB serves one data directory per process
+        "import json, sys; from keytrail.sql.backends import open_clickhouse; "
+        "b = open_clickhouse('chdb://' + sys.argv[1]); "
+        "print(json.dumps([r['user_agent'] for r in b.query('SELECT user_agent FROM usage_events')])); b.close()"
+    )
+    stored = subprocess.run([sys.executable, "-c", read, str(data_dir / "chdb")], capture_output=True, text=True,
+                            timeout=120, check=True).stdout
+    assert json.loads(stored.strip().splitlines()[-1]) == ["bot [REDACTED:github_token]"]
+
+
+def test_a_secret_pasted_into_a_key_record_or_a_reason_is_refused_or_redacted(console):
+    secret = planted_secrets()["google_api_key"]
+    admin = bearer(console.admin_key)
+    for field, value in [("name", f"prod {secret}"), ("owner", secret), ("scopes", [f"x{secret}"])]:
+        answer = console.client.post("/v1/keys", headers=admin,
+                                     json={"name": "ok", "project_id": "records", field: value})
+        assert answer.status_code == 400, (field, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_request" and secret not in answer.text
+    created = console.client.post("/v1/keys", headers=admin, json={"name": "ok", "project_id": "records"}).json()
+    key_id = created["key"]["id"]
+    revoked = console.client.post(f"/v1/keys/{key_id}/revoke", headers=admin,
+                                  json={"reason": f"leaked: {secret}"})
+    assert revoked.status_code == 200, revoked.text
+    history = console.client.get(f"/v1/keys/{key_id}/events", headers=admin)
+    assert secret not in revoked.text + history.text
+    assert "[REDACTED:google_api_key]" in history.text
     assert secret not in console.all_rows_text()

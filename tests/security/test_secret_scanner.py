@@ -143,6 +143,15 @@ def test_prefilter_never_says_clean_when_the_scanner_finds_something(text):
     if find_secrets(text):
         assert payload_may_hold_secret(orjson.dumps({"user_agent": text}))
         assert payload_may_hold_secret(json.dumps({"user_agent": text}).encode())
+        assert payload_may_hold_secret(json.dumps({"user_agent": text}).replace("/", "\\/").encode())
+
+
+def test_prefilter_sees_a_base64_secret_whose_slashes_are_escaped():
+    secret = "Ab3dEf9hIj2LmN0pQr/StUvWx7Za1Bc4De6Fg8Hi"  # 40 characters, a slash in the middle
+    assert find_secrets(secret)
+    raw = json.dumps({"user_agent": secret}).replace("/", "\\/").encode()
+    assert json.loads(raw)["user_agent"] == secret
+    assert payload_may_hold_secret(raw)
 
 
 @settings(max_examples=200, deadline=None)
