@@ -26,6 +26,12 @@
   front of the spool; an envelope found too large halves the envelopes from then on and its
   events go through the spool again; a record the broker refuses for good counts all its events
   as `failed`.
+- A **fatal** producer error (librdkafka's idempotence state lost sync with the broker, seen after
+  a broker restart) ends that producer instance for good. The sender then retires it: what it
+  still holds is purged back to the front of the spool, a new producer is built from the same
+  settings (`producer_restarts` counts them) and the spool replays through it. Events whose first
+  send may have reached the broker before the fatal error can then be in the topic twice; they
+  carry the same `event_id`, and the worker counts an event_id once.
 - When even the spool is full, or the in-memory queue is (`max_queue`: the sender is stuck), the
   event is dropped: counted (`counters.dropped`) and logged in a rate-limited line, never
   silently.
@@ -124,6 +130,16 @@ def producer_config(
         "message.timeout.ms": message_timeout_ms,
         **(overrides or {}),
     }
+
+
+def make_producer(config: dict[str, Any]) -> Producer:
+    """The librdkafka producer of an emitter (a module function so fault-injection tests can wrap it)."""
+    return Producer(config)
+
+
+def _is_fatal(error: KafkaException) -> bool:
+    first = error.args[0] if error.args else None
+    return isinstance(first, KafkaError) and first.fatal()
 
 
 class _LibrdkafkaLog:
@@ -259,8 +275,13 @@ class KafkaEmitter:
                 "log.connection.close": False,
             }
         )
-        self._producer = Producer(config)
+        self._producer_config = config
+        self._producer = make_producer(config)
         self._produce = self._producer.produce
+        self._fatal: str | None = None  # set (any thread) when the producer reports a fatal error
+        self._retired: list[Producer] = []  # fatal producers still owing delivery reports
+        self.producer_restarts = 0
+        """How many times a fatal error made the sender build a new librdkafka producer."""
 
         # emit() threads: `_lock` guards `_closed`, `_emitted`, `_refused_dropped`, `_invalid`.
         self._lock = threading.Lock()
@@ -348,7 +369,16 @@ class KafkaEmitter:
         more = False
         while not self._stopping.is_set():
             try:
-                self._producer.poll(0 if more else self._tick)
+                try:
+                    self._producer.poll(0 if more else self._tick)
+                except KafkaException as error:
+                    if not _is_fatal(error):
+                        raise
+                    self._fatal = self._fatal or error.args[0].str()
+                if self._fatal is not None:
+                    self._renew_producer()
+                if self._retired:
+                    self._poll_retired()
                 self._after_poll()
                 more = self._pump()
                 if time.monotonic() >= next_flush:
@@ -357,6 +387,46 @@ class KafkaEmitter:
             except Exception:  # noqa: BLE001 - the sender must survive anything
                 log.exception("usage emitter sender for %s hit an unexpected error", self.topic)
                 time.sleep(self._tick)
+
+    def _renew_producer(self) -> None:
+        """Retire a producer that hit a fatal error and build a new one (sender thread).
+
+        The old producer's queued and in-flight records are purged; their delivery reports put
+        their events in front of the spool, which the replayer sends through the new producer."""
+        why, old = self._fatal, self._producer
+        with self._route_lock:
+            self._enter_spooling(f"fatal producer error: {why}")
+            try:
+                old.purge(in_queue=True, in_flight=True, blocking=False)
+            except KafkaException:
+                pass
+            deadline = time.monotonic() + 5.0
+            while len(old) > 0 and time.monotonic() < deadline:
+                try:
+                    old.poll(0.05)
+                except KafkaException:
+                    pass
+            self._producer = make_producer(self._producer_config)
+            self._produce = self._producer.produce
+            self._fatal = None
+            self.producer_restarts += 1
+            if len(old) > 0:
+                self._retired.append(old)  # polled until its last delivery report is in
+        log.warning(
+            "Kafka producer for %s was rebuilt after a fatal error (%s); what it held goes through the spool",
+            self.topic,
+            why,
+        )
+
+    def _poll_retired(self) -> None:
+        """Serve the delivery reports a retired producer still owes (sender thread)."""
+        for producer in list(self._retired):
+            try:
+                producer.poll(0)
+            except KafkaException:
+                pass
+            if len(producer) == 0:
+                self._retired.remove(producer)
 
     def _pump(self, limit: int = 4 * MAX_ENVELOPE_EVENTS) -> bool:
         """Move up to `limit` queued events on (records or spool); True when more are queued.
@@ -418,6 +488,11 @@ class KafkaEmitter:
                 return False
             except KafkaException as error:
                 code = error.args[0].code() if error.args else None
+                if _is_fatal(error):  # this producer is finished: a new one sends them
+                    self._fatal = self._fatal or error.args[0].str()
+                    self._enter_spooling(f"fatal producer error: {self._fatal}")
+                    self._spool_from(envelopes, index)
+                    return False
                 if code in TOO_LARGE and envelope.count > 1:
                     self._shrink(envelope.count)
                     self._enter_spooling("an envelope was too large for the producer")
@@ -464,6 +539,11 @@ class KafkaEmitter:
                 self._to_spool(records[index:])
                 break
             except KafkaException as error:
+                if _is_fatal(error):  # this producer is finished: a new one sends them
+                    self._fatal = self._fatal or error.args[0].str()
+                    self._enter_spooling(f"fatal producer error: {self._fatal}")
+                    self._to_spool(records[index:])
+                    break
                 self._fail(1, error.args[0].str() if error.args else str(error))
                 continue
             self._records += 1
@@ -532,8 +612,9 @@ class KafkaEmitter:
             self._outage = "all brokers are down"
         elif error.fatal():
             self._outage = f"fatal producer error: {error.str()}"
+            self._fatal = self._fatal or error.str()
             log.error(
-                "Kafka producer for %s hit a fatal error: %s (events are kept in the spool)",
+                "Kafka producer for %s hit a fatal error: %s (events are kept in the spool; a new producer takes over)",
                 self.topic,
                 error.str(),
             )
@@ -666,6 +747,8 @@ class KafkaEmitter:
                     if self._stopping.wait(0.01):
                         return False
                 except KafkaException as error:  # refused before sending: a report of our own
+                    if _is_fatal(error):
+                        self._fatal = self._fatal or error.args[0].str()
                     options["on_delivery"](error.args[0] if error.args else KafkaError(KafkaError._FAIL), None)
                     break
         if not tracker.done.wait(60.0) or tracker.retriable:
@@ -765,6 +848,9 @@ class KafkaEmitter:
         deadline = time.monotonic() + 5.0
         while len(self._producer) > 0 and time.monotonic() < deadline:
             self._producer.poll(0.05)
+        while self._retired and time.monotonic() < deadline:
+            self._poll_retired()
+            time.sleep(0.01)
         self._after_poll()
         left = self._packer.take_events() if self._packer is not None else []
         left += self._take(self._queue, len(self._queue))
