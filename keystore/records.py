@@ -23,6 +23,7 @@ from keytrail.keystore.hashing import KeyHasher
 from keytrail.keystore.key_format import BASE62_ALPHABET, generate_key, parse_key
 from keytrail.keystore.lifecycle_sinks import LifecycleSink
 from keytrail.keystore.listing import KeyFilter
+from keytrail.keystore.ownership import lookup_projects
 from keytrail.keystore.tables import api_keys, key_lifecycle_events
 from keytrail.keystore.verification import VerificationCache
 from keytrail.schemas.keys import KeyRecord, KeyStatus
@@ -122,14 +123,7 @@ class KeyRecords:
     def projects_of(self, key_ids: Iterable[str]) -> dict[str, str]:
         """The project of each of `key_ids` that exists (unknown ids are left out); one indexed
         query per 500 ids. For scoping writes: ingest checks every event's key against it."""
-        wanted = sorted(set(key_ids))
-        found: dict[str, str] = {}
-        with self._reader.connect() as connection:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                query = select(api_keys.c.id, api_keys.c.project_id).where(api_keys.c.id.in_(chunk))
-                found.update({row.id: row.project_id for row in connection.execute(query)})
-        return found
+        return lookup_projects(self._reader, key_ids)
 
     def list_keys(self, filters: KeyFilter | None = None, *, caller: Caller | None = None) -> list[KeyRecord]:
         """Keys matching `filters`, confined to the caller's project."""

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,18 +23,19 @@ import faust
 from faust.types import TP
 from pydantic import ValidationError
 
-from keytrail.schemas.codec import (
-    describe_validation_error,
-    redact_secrets,
-)
+from keytrail.keystore.engine import create_store_engine
+from keytrail.keystore.ownership import KeyOwners, lookup_projects
 from keytrail.schemas.batch_codec import Rejected, decode_batch
+from keytrail.schemas.codec import describe_validation_error
 from keytrail.schemas.lifecycle import KeyLifecycleEvent
+from keytrail.schemas.secrets import redact_text, scrub_events
 from keytrail.schemas.topics import Topics
 from keytrail.settings import Settings
 from keytrail.sql.backends import open_clickhouse
 from keytrail.sql.migrate import migrate
 from keytrail.stream_processors.core.aggregate import UsageAggregator
 from keytrail.stream_processors.detectors import default_detectors
+from keytrail.stream_processors.faust_batches import take_weighted
 from keytrail.stream_processors.faust_commit import (
     CommitHoleWatch,
     DeliveryGapGuard,
@@ -41,12 +43,12 @@ from keytrail.stream_processors.faust_commit import (
     read_offset_range,
     use_deduplicating_ack_consumer,
 )
-from keytrail.stream_processors.faust_batches import take_weighted
 from keytrail.stream_processors.outputs import BatchPublisher, OutputRecord
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
 from keytrail.stream_processors.state_stores import DecodedStates, SerializedStateOverlay
 from keytrail.stream_processors.topics_admin import ensure_topics
+from keytrail.stream_processors.write_scope import owners_of, refuse_out_of_scope
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class WorkerCounters:
     duplicates: int = 0
     late: int = 0
     dead_lettered: int = 0
+    secrets_redacted: int = 0
     forgotten_event_ids: int = 0
     reread_holes: int = 0
     """Times a partition was re-read because its commit was stuck behind undelivered offsets."""
@@ -119,14 +122,15 @@ class WorkerCounters:
 
 
 def dead_letter(payload: bytes | str, reason: str, code: str, source_topic: str) -> OutputRecord:
-    """The DLQ record of a refused payload: secrets redacted, the reason in headers."""
-    raw = payload if isinstance(payload, bytes) else str(payload).encode()
+    """The DLQ record of a refused payload: every secret the scanner knows redacted (in the payload
+    and the reason), the reason in headers."""
+    text = payload.decode("utf-8", "surrogateescape") if isinstance(payload, bytes) else str(payload)
     return OutputRecord(
         Topics.DLQ.value,
         None,
-        redact_secrets(raw),
+        redact_text(text).encode("utf-8", "surrogateescape"),
         (
-            (DLQ_REASON_HEADER, reason.encode()),
+            (DLQ_REASON_HEADER, redact_text(reason).encode()),
             (DLQ_CODE_HEADER, code.encode()),
             (DLQ_SOURCE_HEADER, source_topic.encode()),
         ),
@@ -181,6 +185,7 @@ def build_worker_app(settings: Settings) -> faust.App:
     backend = open_clickhouse(settings.clickhouse_url)
     migrate(backend)
     sink = ClickHouseSink(backend)
+    key_owners = KeyOwners(partial(lookup_projects, create_store_engine(settings.keystore_url)))
     counters = WorkerCounters()
     app.keytrail_counters = counters  # type: ignore[attr-defined]
 
@@ -211,8 +216,14 @@ def build_worker_app(settings: Settings) -> faust.App:
                     items.extend((value, message.partition, offset) for offset, value in fills[index])
                 items.append((record.value, message.partition, message.offset))
             decoded = decode_batch(items)
-            events = decoded.events
+            # Writes are scoped like reads: another project's key goes to the DLQ (same rule as HTTP).
+            owners = await owners_of(decoded, key_owners) if decoded.events else {}
+            decoded.rejected += refuse_out_of_scope(decoded, owners, settings.requires_existing_keys)
+            # No secret reaches a table or a topic; each leak raises a secret_exposed signal.
+            scrubbed = scrub_events(decoded.events)
+            events = scrubbed.events
             positions = decoded.positions
+            counters.secrets_redacted += scrubbed.redacted_events
             for rejected in decoded.rejected:
                 counters.dead_lettered += 1
                 counters.by_reason[rejected.code] = counters.by_reason.get(rejected.code, 0) + 1
@@ -222,6 +233,7 @@ def build_worker_app(settings: Settings) -> faust.App:
             mark = counters.spent("decode", started)
             overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
             result = aggregator.process(events, overlay, positions)
+            result.signals.extend(scrubbed.signals)
             mark = counters.spent("core", mark)
             outputs += [OutputRecord(last_used_name, record.key_id.encode(), record.model_dump_json().encode())
                         for record in result.last_used]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from pathlib import Path
 from collections.abc import MutableMapping
+from pathlib import Path
 
 from keytrail.stream_processors.core.state import KeyState
 

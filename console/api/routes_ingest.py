@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Final
 
 from fastapi import APIRouter, Request, Response
 
@@ -18,6 +17,7 @@ from keytrail.console.api.models import (
     VerifyRequest,
     VerifyResponse,
 )
+from keytrail.keystore.ownership import scope_refusals
 from keytrail.schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_usage_event
 from keytrail.schemas.usage import KeyUsageEvent, Outcome
 from keytrail.settings import Settings
@@ -26,9 +26,6 @@ router = APIRouter(prefix="/v1", tags=["ingest"])
 MAX_BODY_BYTES = MAX_INGEST_BATCH * MAX_EVENT_BYTES
 """The most a batch could need; the enforced limit is KEYTRAIL_MAX_REQUEST_BODY_BYTES (body_limit.py)."""
 
-PLACEHOLDER_KEY_IDS: Final = frozenset({"anonymous", "unknown"})
-"""What the middleware records for requests without a key or with a key no store knows; they never
-name a real key, so they are accepted even where a project takes its existing keys only."""
 
 
 @router.post("/verify", response_model=VerifyResponse, summary="Verify a presented key (never echoed back)")
@@ -68,39 +65,21 @@ def _check_event(index: int, raw: object, visible_project: str | None) -> KeyUsa
 def _scope_to_key_owners(
     decoded: list[tuple[int, KeyUsageEvent]], rt: Runtime, settings: Settings
 ) -> tuple[list[KeyUsageEvent], list[Rejection]]:
-    """Writes are scoped like reads: an event must name a key of its own project_id (the key store
-    says which project a key belongs to), and, where the project takes its existing keys only, a
+    """Writes are scoped like reads (keytrail.keystore.ownership, the worker's rule too): an event
+    must name a key of its own project_id, and, where the project takes its existing keys only, a
     key the store knows. The reason never says which project another project's key belongs to."""
-    owners = rt.keystore.projects_of(event.key_id for _, event in decoded) if decoded else {}
-    valid: list[KeyUsageEvent] = []
-    rejected: list[Rejection] = []
-    for index, event in decoded:
-        owner = owners.get(event.key_id)
-        if owner is not None and owner != event.project_id:
-            rejected.append(
-                Rejection(
-                    index=index,
-                    code="key_not_in_project",
-                    reason=f"key_id {event.key_id!r} is not a key of project {event.project_id!r}",
-                )
-            )
-        elif (
-            owner is None
-            and event.key_id not in PLACEHOLDER_KEY_IDS
-            and settings.requires_existing_keys(event.project_id)
-        ):
-            rejected.append(
-                Rejection(
-                    index=index,
-                    code="unknown_key",
-                    reason=(
-                        f"project {event.project_id!r} takes usage of its existing keys only; "
-                        f"key_id {event.key_id!r} is not one of them"
-                    ),
-                )
-            )
-        else:
-            valid.append(event)
+    if not decoded:
+        return [], []
+    owners = rt.keystore.projects_of(event.key_id for _, event in decoded)
+    refusals = scope_refusals(
+        [(event.key_id, event.project_id) for _, event in decoded], owners, settings.requires_existing_keys
+    )
+    refused_at = {refusal.position: refusal for refusal in refusals}
+    valid = [event for position, (_, event) in enumerate(decoded) if position not in refused_at]
+    rejected = [
+        Rejection(index=decoded[refusal.position][0], code=refusal.code, reason=refusal.reason)
+        for refusal in refusals
+    ]
     return valid, rejected
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from keytrail.sql.queries import query_spec, run_query
+from keytrail.sql.queries.rollups import refresh_rollups
 from keytrail.stream_processors.core.aggregate import UsageAggregator
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from tests.factories import usage_event
@@ -43,6 +44,9 @@ def hostile(loaded):
         usage_event("key_hostile", at=s(31), project_id="proj_x", route=BACKSLASH_ROUTE, client_ip="10.66.0.1"),
     ]
     ClickHouseSink(loaded).write_batch(UsageAggregator().process(events, {}))
+    # The hourly rollup refreshes on its own every minute; without this, a refresh that lands
+    # between a test's two counts picks up these events and looks like a write by the query.
+    refresh_rollups(loaded)
     return loaded
 
 
