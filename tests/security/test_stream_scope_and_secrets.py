@@ -39,7 +39,7 @@ def stream_run(kafka_bootstrap, tmp_path_factory, artifacts_dir):
     with KeyStore.open(keystore_url, b"stream-scope-test-secret-0123456789") as store:
         key_a, _ = store.create_key("service a", f"proj-a-{unique}")
         key_b, _ = store.create_key("service b", f"proj-b-{unique}")
-    project_a, project_b = key_a.project_id, key_b.project_id
+    project_a = key_a.project_id
     ensure_topics(kafka_bootstrap, PARTITIONS)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random",
                          "enable.idempotence": True, "linger.ms": 10})
