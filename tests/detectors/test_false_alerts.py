@@ -75,3 +75,29 @@ def test_busy_keys_raise_almost_no_rate_ip_or_refusal_alerts():
                     if signal.window_start.timestamp() >= cut_s:
                         after.append(signal)
     assert report("60 busy keys x 30 days (minute level)", after, len(keys) * 30, 0) <= 2.0
+
+
+def quiet_and_office_hours_population(count, seed):
+    """Issue 18's habits: quiet keys (0.05-2 requests a minute) and office-hours keys (weekdays 8-18 UTC)."""
+    import random
+
+    from tests.detectors.traffic import KeyTraffic
+
+    rng = random.Random(seed)
+    keys = []
+    for index in range(count):
+        per_minute = 10 ** rng.uniform(-1.3, 0.3)
+        if index % 2:
+            keys.append(KeyTraffic(key_id=f"key_office{index:03d}", daily_requests=per_minute * 1440 * 2,
+                                   rhythm="business", weekend_share=0.0))
+        else:
+            keys.append(KeyTraffic(key_id=f"key_quiet{index:03d}", daily_requests=per_minute * 1440,
+                                   rhythm=rng.choice(("flat", "diurnal"))))
+    return keys
+
+
+def test_quiet_and_office_hours_keys_raise_almost_nothing_after_learning():
+    keys = quiet_and_office_hours_population(12, seed=118)
+    after, key_days, events = false_alerts(keys, days=LEARNING_DAYS + 14, seed=118)
+    report("12 quiet / office-hours keys x 14 days", after, key_days, events)
+    assert len(after) <= 1
