@@ -19,6 +19,7 @@ engineer would use: a busy key and a typical key, the last 24 hours and the last
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shutil
@@ -244,6 +245,18 @@ def storage(backend: ChdbBackend) -> list[dict[str, Any]]:
     )
 
 
+STDOUT = Path("-")
+
+
+def summary(results: list[dict[str, Any]], events: int) -> dict[str, Any]:
+    """The one object scripts compare runs by: `"<query> <case>"` → p50/p95 in ms, and the event count."""
+    return {
+        "queries": {f"{r['query']} {r['case']}": {"p50_ms": round(r["p50_ms"], 3), "p95_ms": round(r["p95_ms"], 3)}
+                    for r in results},
+        "events": events,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -254,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--insert-rows", type=int, default=500_000, help="usage events per INSERT")
     parser.add_argument("--path", type=Path, default=None, help="chDB directory (kept); default: a temporary one")
     parser.add_argument("--reuse", action="store_true", help="query an already loaded --path, skip generation")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--json", nargs="?", type=Path, const=STDOUT, default=None,
+                        help="print one final JSON object {queries: {'<query> <case>': {p50_ms, p95_ms}}, events} on "
+                             "stdout (the Markdown report goes to stderr then); with a path, also write details there")
+    parser.add_argument("--settle", type=float, default=65.0,
+                        help="seconds to wait after the load before the second rollup refresh (default 65)")
     parser.add_argument("--optimize", action="store_true", help="OPTIMIZE … FINAL the raw tables before querying")
     args = parser.parse_args(argv)
 
@@ -280,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         refresh_rollups(backend)
         refresh_s = time.perf_counter() - t0
         # usage_hourly recomputes key-hours written within a minute of the last refresh; let that pass
-        time.sleep(0 if args.reuse else 65)
+        time.sleep(0 if args.reuse else args.settle)
         refresh_rollups(backend)
         optimize_s = 0.0
         if args.optimize:
@@ -301,40 +318,44 @@ def main(argv: list[str] | None = None) -> int:
 
     usage_bytes = next((p["bytes"] for p in parts if p["table"] == "usage_events"), 0)
     all_bytes = sum(p["bytes"] for p in parts)
-    print()
-    print(f"## Canned queries over {events:,} events (chDB)")
-    print()
-    print(f"- date: {datetime.now(UTC):%Y-%m-%d}; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+    out = sys.stderr if args.json is not None else sys.stdout
+    say = functools.partial(print, file=out)  # with --json, stdout carries the JSON object alone
+    say()
+    say(f"## Canned queries over {events:,} events (chDB)")
+    say()
+    say(f"- date: {datetime.now(UTC):%Y-%m-%d}; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, chDB {_chdb_version()}")
-    print(f"- command: `.venv/bin/python bench/bench_queries.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
-    print(f"- data: {args.keys} keys, {args.days:g} days, seed {args.seed}; {args.runs} runs per query after a warm-up")
+    say(f"- command: `.venv/bin/python bench/bench_queries.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
+    say(f"- data: {args.keys} keys, {args.days:g} days, seed {args.seed}; {args.runs} runs per query after a warm-up")
     if report.events:
-        print(f"- ingest: {report.events:,} events + {report.minute_rows:,} minute rows + {report.last_used_rows:,} "
+        say(f"- ingest: {report.events:,} events + {report.minute_rows:,} minute rows + {report.last_used_rows:,} "
               f"last-used rows in {report.insert_seconds:.1f} s of inserts = **{report.events / report.insert_seconds:,.0f} "
               f"events/s** (rollup views included); with generation {report.events / report.total_seconds:,.0f} events/s")
-    print(f"- rollups brought up to date after the load (first refresh covers everything): {refresh_s:.1f} s")
+    say(f"- rollups brought up to date after the load (first refresh covers everything): {refresh_s:.1f} s")
     if args.optimize:
-        print(f"- OPTIMIZE … FINAL on usage_events and key_usage_minute before querying: {optimize_s:.1f} s")
-    print("- active parts when querying: " + ", ".join(f"{p['table']} {p['parts']}" for p in active_parts))
-    print(f"- load average during the query runs: {os.getloadavg()[0]:.1f} (1 min)")
-    print(f"- on disk: usage_events **{usage_bytes / max(events, 1):.1f} bytes/event**; all tables "
+        say(f"- OPTIMIZE … FINAL on usage_events and key_usage_minute before querying: {optimize_s:.1f} s")
+    say("- active parts when querying: " + ", ".join(f"{p['table']} {p['parts']}" for p in active_parts))
+    say(f"- load average during the query runs: {os.getloadavg()[0]:.1f} (1 min)")
+    say(f"- on disk: usage_events **{usage_bytes / max(events, 1):.1f} bytes/event**; all tables "
           f"{all_bytes / max(events, 1):.1f} bytes/event")
-    print()
-    print("| query | case | rows | p50 ms | p95 ms | min ms | CPU p50 ms |")
-    print("|---|---|--:|--:|--:|--:|--:|")
+    say()
+    say("| query | case | rows | p50 ms | p95 ms | min ms | CPU p50 ms |")
+    say("|---|---|--:|--:|--:|--:|--:|")
     for r in results:
-        print(f"| `{r['query']}` | {r['case']} | {r['rows']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+        say(f"| `{r['query']}` | {r['case']} | {r['rows']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
               f"{r['min_ms']:.1f} | {r['cpu_p50_ms']:.1f} |")
-    print()
-    print("CPU ms: process CPU time (all chDB threads) per query; wall times include waiting for CPU on a shared machine.")
-    print()
-    print("| table | rows | bytes on disk | bytes/event |")
-    print("|---|--:|--:|--:|")
+    say()
+    say("CPU ms: process CPU time (all chDB threads) per query; wall times include waiting for CPU on a shared machine.")
+    say()
+    say("| table | rows | bytes on disk | bytes/event |")
+    say("|---|--:|--:|--:|")
     for p in parts:
-        print(f"| {p['table']} | {p['rows']:,} | {p['bytes']:,} | {p['bytes'] / max(events, 1):.2f} |")
-    if args.json:
-        args.json.write_bytes(orjson.dumps({"results": results, "storage": parts, "load": report.__dict__},
-                                           option=orjson.OPT_INDENT_2))
+        say(f"| {p['table']} | {p['rows']:,} | {p['bytes']:,} | {p['bytes'] / max(events, 1):.2f} |")
+    if args.json is not None:
+        if args.json != STDOUT:
+            args.json.write_bytes(orjson.dumps({"results": results, "storage": parts, "load": report.__dict__},
+                                               option=orjson.OPT_INDENT_2))
+        print(orjson.dumps(summary(results, events)).decode(), flush=True)
     return 0
 
 
