@@ -14,6 +14,7 @@ import msgspec
 
 from keytrail.keystore.ownership import KeyOwners, scope_refusals
 from keytrail.schemas.batch_codec import DecodedBatch, Rejected
+from keytrail.schemas.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ async def owners_of(batch: DecodedBatch, key_owners: KeyOwners) -> dict[str, str
         try:
             return await loop.run_in_executor(None, key_owners.owners, keys)
         except Exception as error:  # noqa: BLE001 - any store failure: wait, never guess
+            first_line = str(error).splitlines()[0][:200] if str(error) else ""
             log.warning("key store not answering for the write-scope check (%s: %s); batch waits %.1f s",
-                        type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "", backoff)
+                        type(error).__name__, redact_text(first_line), backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, LOOKUP_RETRY_MAX_SECONDS)

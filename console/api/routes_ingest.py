@@ -27,7 +27,6 @@ MAX_BODY_BYTES = MAX_INGEST_BATCH * MAX_EVENT_BYTES
 """The most a batch could need; the enforced limit is KEYTRAIL_MAX_REQUEST_BODY_BYTES (body_limit.py)."""
 
 
-
 @router.post("/verify", response_model=VerifyResponse, summary="Verify a presented key (never echoed back)")
 def verify(body: VerifyRequest, who: Caller, rt: Runtime) -> VerifyResponse:
     who.require(INGEST, PROJECT_WRITE)
