@@ -125,26 +125,40 @@ PANELS: list[Panel] = [
         options={"fields": "/^(total_requests|total_errors|total_denials|denial_rate|active_keys)$/"},
     ),
     Panel(
+        "Requests and denials per hour", "view:usage_hourly", {**WINDOW, **PROJECT}, kind="timeseries",
+        grid=(0, 5, 24, 8), description="The project's requests, errors and denials per hour (the rollup the "
+        "canned queries read; whole hours, exact at any moment).",
+        sql=(
+            "SELECT hour, sum(requests) AS requests, sum(errors) AS errors, sum(denials) AS denials\n"
+            "FROM usage_hourly\n"
+            "WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')})\n"
+            "  AND hour < {until:DateTime64(3, 'UTC')}\n"
+            "  AND project_id = {project:String}\n"
+            "GROUP BY hour\n"
+            "ORDER BY hour"
+        ),
+    ),
+    Panel(
         "Busiest keys", "sql/queries/top_keys.sql",
-        {**WINDOW, **PROJECT, "by": literal("requests"), "limit": literal(20)}, grid=(0, 5, 12, 8),
+        {**WINDOW, **PROJECT, "by": literal("requests"), "limit": literal(20)}, grid=(0, 13, 12, 8),
         description="The keys that carry the project's traffic.",
     ),
     Panel(
         "Most refused keys", "sql/queries/top_keys.sql",
-        {**WINDOW, **PROJECT, "by": literal("denials"), "limit": literal(20)}, grid=(12, 5, 12, 8),
+        {**WINDOW, **PROJECT, "by": literal("denials"), "limit": literal(20)}, grid=(12, 13, 12, 8),
         description="Keys whose requests were refused the most (denied, invalid, expired, revoked, disabled, rate limited).",
     ),
     Panel(
         "Denial storms", "sql/queries/denial_storms.sql",
         {**WINDOW, **PROJECT, "min_denials": number_variable("min_denials"), "bucket_minutes": literal(5),
          "limit": literal(50)},
-        grid=(0, 13, 24, 8),
+        grid=(0, 21, 24, 8),
         description="Bursts of refused requests: at least $min_denials denials for one key in five minutes.",
     ),
     Panel(
         "Idle keys", "view:key_last_use", {"project": variable("project"), "at": TO,
                                            "idle_days": number_variable("idle_days")},
-        grid=(0, 21, 12, 8),
+        grid=(0, 29, 12, 8),
         description="Keys used before but not in the last $idle_days days (as of the end of the time range). "
         "Keys never used at all are only known to the key store: `keytrail usage never-used`.",
         sql=(
@@ -159,16 +173,16 @@ PANELS: list[Panel] = [
     Panel(
         "Signals in the project", "console/api/sql/signals.sql",
         {"since": FROM, **PROJECT, "key_id": literal(""), "kind": literal(""), "limit": literal(200)},
-        grid=(12, 21, 12, 8), description="Detector findings for any key of the project, newest first.",
+        grid=(12, 29, 12, 8), description="Detector findings for any key of the project, newest first.",
     ),
     Panel(
         "Requests of $key", "console/api/sql/key_usage_series.sql",
         {"since": FROM, **PROJECT, "key_id": variable("key"), "bucket": BUCKET_SECONDS}, kind="timeseries",
-        grid=(0, 29, 16, 8), description="Requests, errors and denials of the selected key over time.",
+        grid=(0, 37, 16, 8), description="Requests, errors and denials of the selected key over time.",
     ),
     Panel(
         "Last used: $key", "view:key_last_use", {"project": variable("project"), "key_id": variable("key")},
-        kind="table", grid=(16, 29, 8, 8), description="The newest use of the selected key, by event time.",
+        kind="table", grid=(16, 37, 8, 8), description="The newest use of the selected key, by event time.",
         sql=(
             f"SELECT {KEY_LAST_USE_COLUMNS}\n"
             "FROM key_last_use\n"
@@ -178,12 +192,12 @@ PANELS: list[Panel] = [
     Panel(
         "Signals of $key", "console/api/sql/signals.sql",
         {"since": FROM, **PROJECT, "key_id": variable("key"), "kind": literal(""), "limit": literal(200)},
-        grid=(0, 37, 12, 8), description="Detector findings for the selected key, newest first.",
+        grid=(0, 45, 12, 8), description="Detector findings for the selected key, newest first.",
     ),
     Panel(
         "Changes to $key", "sql/queries/key_audit.sql",
         {"since": literal(0), "until": TO, **PROJECT, "key_id": variable("key"), "limit": literal(100)},
-        grid=(12, 37, 12, 8), description="Who created, rotated, disabled or revoked the selected key, and when.",
+        grid=(12, 45, 12, 8), description="Who created, rotated, disabled or revoked the selected key, and when.",
     ),
 ]
 

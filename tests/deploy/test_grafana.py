@@ -97,6 +97,7 @@ HOSTILE = [
     "ünïcødé ☃ 𝄞 проект",
     '"double" `back` $dollar ${__from} {project:String}',
     "%27%5C percent already",
+    "a+b c&d=e",
     "",
 ]
 
@@ -252,7 +253,8 @@ def test_project_panels_show_only_the_chosen_project(store):
 def test_a_key_of_another_project_shows_nothing_in_the_key_panels(store):
     """proj_b's key_gamma has usage, a signal and a revocation; chosen under proj_a, its panels stay empty."""
     other = {**SAMPLE, "key": "key_gamma"}
-    assert _panel_rows(store, builder.PANELS[-1], {**other, "project": "proj_b"}), "key_gamma has audit rows"
+    (changes,) = [p for p in builder.PANELS if p.source == "sql/queries/key_audit.sql"]
+    assert _panel_rows(store, changes, {**other, "project": "proj_b"}), "key_gamma has audit rows in its own project"
     for panel in builder.PANELS:
         if "key_id" in panel.bindings and panel.bindings["key_id"] == builder.variable("key"):
             assert _panel_rows(store, panel, other) == [], panel.title
@@ -278,6 +280,15 @@ def test_idle_keys_panel_agrees_with_the_canned_idle_keys_query(store):
     for mine, theirs in zip(rows, canned, strict=True):
         for column in ("last_used_at", "last_used_ip", "last_service", "last_route", "idle_days"):
             assert mine[column] == theirs[column], column
+
+
+def test_the_hourly_series_adds_up_to_the_project_totals(store):
+    panels = {p.title: p for p in builder.PANELS}
+    series = _panel_rows(store, panels["Requests and denials per hour"], SAMPLE)
+    (totals,) = _panel_rows(store, panels["Requests and denials"], SAMPLE)
+    assert len(series) > 1
+    for column in ("requests", "errors", "denials"):
+        assert sum(row[column] for row in series) == totals[f"total_{column}"], column
 
 
 # injection: hostile variable values stay data
