@@ -15,14 +15,14 @@ import json
 import re
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import orjson
 import pytest
 
-from keytrail.sql.backends import open_clickhouse
+from keytrail.sql.backends import ClickHouseError, open_clickhouse
 from keytrail.sql.migrate import migrate
 from tests.queries import fixture
 from tests.queries.conftest import load_fixture
@@ -318,5 +318,5 @@ def test_grafana_sqlstring_would_not_keep_a_backslash_value_inside_the_literal(s
     assert leaked == [{"n": 5}], "with sqlstring the value's OR 1 = 1 became SQL and every project's keys counted"
     safe = store.query(grafana_interpolate(template.format(builder.variable("project")), {"project": value}))
     assert safe == [{"n": 0}]
-    with pytest.raises(Exception):  # a value ending in a backslash leaves the literal unterminated
+    with pytest.raises(ClickHouseError):  # a value ending in a backslash leaves the literal unterminated
         store.query(grafana_interpolate("SELECT ${project:sqlstring} AS v", {"project": "x\\"}))
