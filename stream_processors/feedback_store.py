@@ -200,14 +200,21 @@ class ClickHouseFeedbackSource:
         self._newest_ms = -1
         self._seen: set[str] = set()
         self._polled_at = float("-inf")
+        self._notified: list[MarkedExpected] = []
+
+    def notify(self, mark: MarkedExpected) -> None:
+        """A mark this process just stored: delivered at the next batch without waiting for a poll."""
+        if mark.feedback_id not in self._seen:
+            self._seen.add(mark.feedback_id)
+            self._notified.append(mark)
 
     def read_new(self) -> list[MarkedExpected]:
+        fresh, self._notified = self._notified, []
         now = time.monotonic()
         if now - self._polled_at < self.poll_seconds:
-            return []
+            return fresh
         self._polled_at = now
         since = max(self._newest_ms - READ_SLACK_MS, 0)
-        fresh = []
         for stored in self.store.inserted_since(since):
             self._newest_ms = max(self._newest_ms, stored.inserted_at_ms)
             if stored.mark.feedback_id not in self._seen:
