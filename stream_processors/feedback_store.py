@@ -122,12 +122,16 @@ class FeedbackStore:
         except ValueError:
             return None
         rows = self.backend.query(
-            "SELECT toString(signal_id) AS signal_id, key_id, project_id, kind, window_start, window_end, "
+            "SELECT toString(signal_id) AS signal_text, key_id, project_id, kind, window_start, window_end, "
             "detected_at, evidence, message FROM signals FINAL WHERE signal_id = {signal_id:UUID} "
             "AND ({project:String} = '' OR project_id = {project:String}) LIMIT 1",
             {"signal_id": signal_id, "project": project_id or ""},
         )
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        row = dict(rows[0])
+        row["signal_id"] = row.pop("signal_text")
+        return row
 
     def newest_event_ms(self, key_id: str) -> int:
         """Event time of the key's newest stored event (0 if none): where a mark made now applies from."""
