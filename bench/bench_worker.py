@@ -15,6 +15,8 @@ of events each loaded offset carries. Ratios are to the no-op agent of the same 
 from __future__ import annotations
 
 import argparse
+import bisect
+import json
 import os
 import platform
 import random
@@ -25,9 +27,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import bisect
-import json
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient

@@ -27,7 +27,6 @@ from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
 from keytrail.stream_processors.state_stores import SqliteStates
 
-
 EMBEDDED_FEEDBACK_POLL_SECONDS = 30.0
 """How often the embedded pipeline re-reads `detector_feedback` for marks stored by other processes."""
 

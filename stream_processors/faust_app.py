@@ -36,7 +36,6 @@ from keytrail.sql.migrate import migrate
 from keytrail.stream_processors.core.aggregate import UsageAggregator
 from keytrail.stream_processors.detectors import default_detectors
 from keytrail.stream_processors.faust_batches import take_weighted
-from keytrail.stream_processors.feedback_store import ClickHouseFeedbackSource, FeedbackApplier
 from keytrail.stream_processors.faust_commit import (
     CommitHoleWatch,
     DeliveryGapGuard,
@@ -44,6 +43,7 @@ from keytrail.stream_processors.faust_commit import (
     read_offset_range,
     use_deduplicating_ack_consumer,
 )
+from keytrail.stream_processors.feedback_store import ClickHouseFeedbackSource, FeedbackApplier
 from keytrail.stream_processors.outputs import BatchPublisher, OutputRecord
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink

@@ -11,7 +11,13 @@ from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
 from keytrail.stream_processors.detectors.dedupe import claim_window
-from keytrail.stream_processors.detectors.event_time import DAY_MS, EPOCH_ORDINAL, MINUTE_MS, epoch_day, minute_text
+from keytrail.stream_processors.detectors.event_time import (
+    DAY_MS,
+    EPOCH_ORDINAL,
+    MINUTE_MS,
+    epoch_day,
+    minute_text,
+)
 from keytrail.stream_processors.detectors.feedback import DetectorFeedback
 from keytrail.stream_processors.detectors.networks import (
     is_private,

@@ -13,7 +13,13 @@ from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
 from keytrail.stream_processors.detectors.dedupe import claim_window, window_open
-from keytrail.stream_processors.detectors.event_time import DAY_MS, EPOCH_ORDINAL, MINUTE_MS, epoch_day, minute_text
+from keytrail.stream_processors.detectors.event_time import (
+    DAY_MS,
+    EPOCH_ORDINAL,
+    MINUTE_MS,
+    epoch_day,
+    minute_text,
+)
 from keytrail.stream_processors.detectors.feedback import DetectorFeedback
 from keytrail.stream_processors.detectors.levels import ALPHABET
 from keytrail.stream_processors.detectors.novelty import is_nomadic, least_recent, note_discovery, teach_known
@@ -114,7 +120,7 @@ class NewRouteDetector:
         if memory is None or feedback.kind not in self.kinds:
             return False
         services = list(feedback.evidence.get("services", ()))
-        prints = []
+        prints: list[str] = []
         for name in feedback.evidence.get("routes", ()):
             method, _, route = name.partition(" ")
             if not route or route.endswith("…") or not services:
