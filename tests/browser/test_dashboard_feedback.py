@@ -16,8 +16,8 @@ def test_marking_a_signal_expected_from_the_dashboard(page, server, artifacts_di
 
     auth = {"Authorization": f"Bearer {server.admin_key}"}
     created = httpx.post(f"{server.url}/v1/keys", headers=auth, json={"name": "vendor", "project_id": "proj-dash"})
-    assert created.status_code in (200, 201), created.text
-    key_id = created.json()["record"]["id"] if "record" in created.json() else created.json()["id"]
+    assert created.status_code == 201, created.text
+    key_id = created.json()["key"]["id"]
     events = [e.model_dump(mode="json") for e in first_public_use(key_id, "proj-dash", day_zero())]
     ingested = httpx.post(f"{server.url}/v1/events", headers=auth, json={"events": events}, timeout=30)
     assert ingested.status_code == 200, ingested.text
