@@ -119,7 +119,7 @@ class EmbeddedPipeline:
         self.aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
         # Marks made in this process are handed over at once (notify); others are read at start and polled.
         self.feedback_source = ClickHouseFeedbackSource(self.clickhouse, poll_seconds=EMBEDDED_FEEDBACK_POLL_SECONDS)
-        self.feedback = FeedbackApplier(self.feedback_source, self.aggregator.detectors)
+        self.feedback = FeedbackApplier(self.feedback_source, self.aggregator.detectors, owns_every_key=True)
         self.sink = ClickHouseSink(self.clickhouse)
         self.projector = LastUsedProjector(self.keystore)
         self.alerts: AlertEngine | None = None

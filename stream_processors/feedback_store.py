@@ -14,6 +14,7 @@ worker (a batch in flight while the mark is written is judged untaught).
 
 from __future__ import annotations
 
+import operator
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -33,6 +34,9 @@ from keytrail.stream_processors.detectors.feedback import DetectorFeedback
 from keytrail.stream_processors.detectors.teaching import FeedbackTeacher, MarkedExpected
 
 FEEDBACK_NAMESPACE = uuid.UUID("0c7f3a57-2b8e-4d6a-9a43-5f0e6c1d2b18")
+_KEY_ID = operator.attrgetter("key_id")
+_EVER = 1 << 62
+"""Stands for "after every mark's point" when a mark is taught without looking at the batch."""
 READ_SLACK_MS = 10_000
 """A reader re-reads this far behind the newest `inserted_at` it saw (inserts still in flight)."""
 
@@ -244,33 +248,42 @@ class InMemoryFeedbackSource:
 class FeedbackApplier:
     """Teaches pending marks to their keys' states at the start of a batch (one call per batch).
 
-    Cost: nothing while no mark is pending (the usual case); otherwise one set probe per event of
-    the batch, and per key with a due mark one state read and write.
+    Cost: nothing while no mark is pending (the usual case); otherwise one C-level pass over the
+    batch's key ids, and for a batch holding a marked key one Python pass and per such key one state
+    read and write.
     """
 
-    def __init__(self, source: FeedbackSource, detectors: Iterable[object]) -> None:
+    def __init__(self, source: FeedbackSource, detectors: Iterable[object], *, owns_every_key: bool = False) -> None:
         self.source = source
+        self.owns_every_key = owns_every_key
+        """True in-process (embedded): every key's state is this process's, so a mark is taught at once,
+        between the key's events so far and its next, without looking at the batch. The worker owns only
+        its partitions' keys, so it teaches a key when the key's events are in its batch."""
         self.teacher = FeedbackTeacher(detectors)
         self.pending: dict[str, list[MarkedExpected]] = {}
         self.taught = 0
 
     def apply(self, events: Sequence[KeyUsageEvent], states: StateMapping) -> int:
-        """Teach every pending mark whose key has an event in `events` newer than the mark's point;
-        returns how many marks were taught (or found taught already)."""
+        """Teach every pending mark whose key has an event in `events` newer than the mark's point (or, with
+        `owns_every_key`, whose key has a state); returns how many marks were taught (or found taught already)."""
         for mark in self.source.read_new():
             if self.teacher.detector_for(mark.feedback.kind) is None:
                 continue  # no detector learns from this kind: the mark stays in the audit trail only
             self.pending.setdefault(mark.feedback.key_id, []).append(mark)
         pending = self.pending
-        if not pending or not events:
+        if not pending:
             return 0
         newest: dict[str, int] = {}
-        for event in events:
-            key_id = event.key_id
-            if key_id in pending:
-                at = epoch_ms(event.occurred_at)
-                if at > newest.get(key_id, -1):
-                    newest[key_id] = at
+        if self.owns_every_key:
+            newest = {key_id: _EVER for key_id in pending}
+        elif events:
+            hits = pending.keys() & set(map(_KEY_ID, events))  # C-level pass; Python only for marked keys' events
+            for event in events if hits else ():
+                key_id = event.key_id
+                if key_id in hits:
+                    at = epoch_ms(event.occurred_at)
+                    if at > newest.get(key_id, -1):
+                        newest[key_id] = at
         applied = 0
         for key_id, at in newest.items():
             state = states.get(key_id)

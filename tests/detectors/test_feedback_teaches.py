@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from keytrail.schemas.signals import Signal, SignalKind
@@ -153,3 +154,17 @@ def test_the_default_detectors_that_learn_are_found_by_kind():
     assert isinstance(teacher.detector_for("new_network"), TeachableDetector)
     assert teacher.detector_for("new_route").name == "new_route"
     assert teacher.detector_for("denial_burst") is None  # not teachable: the mark is only audited
+
+
+def test_in_process_a_mark_is_taught_at_the_next_batch_whatever_keys_it_holds():
+    core = UsageAggregator(300, [NewNetworkDetector()])
+    source = InMemoryFeedbackSource()
+    applier = FeedbackApplier(source, core.detectors, owns_every_key=True)
+    states = InMemoryStates()
+    (signal,) = _process(core, applier, states, _first_public_use(["key_a"]))
+    source.add(mark_of(signal, states["key_a"].watermark_ms))
+    unseen = mark_of(signal, 0, feedback_id="fb-2")
+    source.add(MarkedExpected("fb-2", 0, replace(unseen.feedback, key_id="key_never_seen")))
+    assert applier.apply([event("key_z", START + timedelta(days=9), ip="10.9.9.9")], states) == 1
+    assert states["key_a"].detector_state["new_network"]["t"] == ["203.0.113"]
+    assert list(applier.pending) == ["key_never_seen"]  # no state yet: it waits
