@@ -30,6 +30,7 @@ def test_marking_a_signal_expected_from_the_dashboard(page, server, artifacts_di
     page.fill("#expect-reason", "the vendor's VPN")
     page.click("#expect-submit")
     expect(page.locator("#toast")).to_contain_text(f"new_network learns it for {key_id}")
+    expect(row.locator("[data-marked-expected]")).to_have_text("expected")  # the page reloads with the mark
     page.screenshot(path=str(artifacts_dir / "dashboard-marked-expected.png"), full_page=True)
 
     audit = httpx.get(f"{server.url}/v1/usage/key_audit", headers=auth, params={"key_id": key_id}).json()["rows"]

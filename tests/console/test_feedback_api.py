@@ -39,6 +39,7 @@ def test_marks_are_scoped_scrubbed_idempotent_and_teach_only_the_marked_key(cons
     console.pipeline.ingest(first_public_use(key_a, MINE, start) + first_public_use(key_b, MINE, start)
                             + first_public_use(key_t, THEIRS, start))
     signal = _signal_of(console, writer, key_a)
+    assert signal["marked_expected"] in (0, False)
     url = f"/v1/signals/{signal['signal_id']}/expected"
 
     # Another project's writer: 404, as if the signal did not exist (no 403, no key id in the answer).
@@ -61,6 +62,8 @@ def test_marks_are_scoped_scrubbed_idempotent_and_teach_only_the_marked_key(cons
     assert (mark["project_id"], mark["key_id"], mark["learnt_by"], mark["already_marked"]) == (
         MINE, key_a, "new_network", False)
     assert secret_a not in marked.text and "[REDACTED" in mark["reason"]
+    assert _signal_of(console, writer, key_a)["marked_expected"] in (1, True)
+    assert _signal_of(console, writer, key_b)["marked_expected"] in (0, False)
     again = console.client.post(url, headers=bearer(writer), json={"reason": "twice"})
     assert again.status_code == 200 and again.json()["marks"][0]["already_marked"] is True
     (audit,) = _audit(console, key_a)

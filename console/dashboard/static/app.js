@@ -298,7 +298,7 @@ async function alertsPage() {
     : `<div class="empty">No alerts. Quiet is good.</div>`;
   $("#signals").innerHTML = sig.rows.length ? `<table data-testid="signals-table"><thead><tr><th>Detected</th><th>Severity</th><th>Kind</th><th>Key</th><th>Why</th><th></th></tr></thead><tbody>${sig.rows.map((s) => `
     <tr><td>${esc(when(s.detected_at))}</td><td>${severityPill(s.severity)}</td><td>${esc(s.kind)}</td><td>${keyLink(s.key_id)}</td><td>${esc(s.message)}</td>
-    <td><button class="ghost small" data-expect-signal="${esc(s.signal_id)}">Expected</button></td></tr>`).join("")}</tbody></table>`
+    <td>${s.marked_expected ? `<span class="pill green" data-marked-expected>expected</span>` : `<button class="ghost small" data-expect-signal="${esc(s.signal_id)}">Expected</button>`}</td></tr>`).join("")}</tbody></table>`
     : `<div class="empty">No signals in the last 30 days.</div>`;
   main.querySelectorAll("[data-expect-signal]").forEach((b) => b.addEventListener("click", () =>
     markExpected(`/v1/signals/${encodeURIComponent(b.dataset.expectSignal)}/expected`, "Mark this signal as expected")));
