@@ -14,6 +14,7 @@ worker (a batch in flight while the mark is written is judged untaught).
 
 from __future__ import annotations
 
+import logging
 import operator
 import time
 import uuid
@@ -25,15 +26,17 @@ from typing import Any, Protocol
 
 import orjson
 
+from keytrail.schemas.secrets import redact_text
 from keytrail.schemas.timestamps import format_utc_millis
 from keytrail.schemas.usage import KeyUsageEvent
-from keytrail.sql.backends import ClickHouseBackend
+from keytrail.sql.backends import ClickHouseBackend, ClickHouseError
 from keytrail.stream_processors.core.aggregate import StateMapping
 from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.detectors.feedback import DetectorFeedback
 from keytrail.stream_processors.detectors.teaching import FeedbackTeacher, MarkedExpected
 
 FEEDBACK_NAMESPACE = uuid.UUID("0c7f3a57-2b8e-4d6a-9a43-5f0e6c1d2b18")
+log = logging.getLogger(__name__)
 _KEY_ID = operator.attrgetter("key_id")
 _EVER = 1 << 62
 """Stands for "after every mark's point" when a mark is taught without looking at the batch."""
@@ -223,7 +226,13 @@ class ClickHouseFeedbackSource:
             return fresh
         self._polled_at = now
         since = max(self._newest_ms - READ_SLACK_MS, 0)
-        for stored in self.store.inserted_since(since):
+        try:
+            rows = self.store.inserted_since(since)
+        except ClickHouseError as error:  # the batch goes on untaught; the next poll reads from the same point
+            log.warning("could not read new marks from detector_feedback (retrying at the next poll): %s",
+                        redact_text(str(error).splitlines()[0][:300] if str(error) else type(error).__name__))
+            return fresh
+        for stored in rows:
             self._newest_ms = max(self._newest_ms, stored.inserted_at_ms)
             if stored.mark.feedback_id not in self._seen:
                 self._seen.add(stored.mark.feedback_id)
