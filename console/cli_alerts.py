@@ -183,9 +183,21 @@ def mark_expected(
 ) -> None:
     """Mark an alert as expected: every signal it was built on teaches its detector (for that key),
     the key's audit trail records it, and the alert is resolved."""
-    from keytrail.console.cli_signals import feedback_errors, opened_feedback_stores, print_marks
+    from urllib.parse import quote
+
+    from keytrail.console.cli_signals import (
+        feedback_errors,
+        mark_over_console,
+        opened_feedback_stores,
+        print_marks,
+    )
     from keytrail.console.feedback import mark_alert_expected
     from keytrail.keystore.caller import Caller
+
+    served = mark_over_console(f"/v1/alerts/{quote(alert_id, safe='')}/expected", reason)
+    if served is not None:  # `keytrail serve` owns the store
+        print_marks(served, as_json)
+        return
 
     @feedback_errors
     @one_line_errors

@@ -17,6 +17,7 @@ from keytrail.console.cli_usage import (
     JsonOption,
     ProjectOption,
     opened_clickhouse,
+    print_error,
     reports_errors,
     rows_table,
 )
@@ -28,7 +29,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def feedback_errors(command: F) -> F:
     """A mark that cannot be made (not found, read-only, nothing to teach): one line, exit 1."""
-    from keytrail.console.cli_usage import print_error
     from keytrail.console.feedback import FeedbackError
     from keytrail.keystore.errors import KeyStoreError
 
@@ -101,6 +101,31 @@ def opened_feedback_stores() -> Iterator[tuple[Any, Any]]:
             keystore.publish_pending_events(ClickHouseLifecycleSink(clickhouse))
 
 
+def mark_over_console(path: str, reason: str) -> dict[str, Any] | None:
+    """POST the mark to a running `keytrail serve` (it owns the embedded chDB directory); None when no
+    console answers at KEYTRAIL_API_URL. Authenticates with KEYTRAIL_API_KEY or DATA_DIR/admin.key."""
+    import os
+
+    import httpx
+
+    from keytrail.console.cli_ingest import _console_answers, _ingest_key
+    from keytrail.settings import RunMode, get_settings
+
+    settings = get_settings()
+    if settings.mode is RunMode.PRODUCTION or not _console_answers(settings.api_url):
+        return None
+    key = _ingest_key(os.environ.get("KEYTRAIL_API_KEY"), settings.data_dir)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.post(settings.api_url.rstrip("/") + path, json={"reason": reason}, headers=headers, timeout=30)
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code != 200:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        print_error(error.get("code", f"http_{response.status_code}"),
+                    f"{error.get('message', response.reason_phrase)} (console {settings.api_url})")
+        raise typer.Exit(1)
+    return body
+
+
 def print_marks(body: dict[str, Any], as_json: bool) -> None:
     """The marks made (or found made before), as JSON or one line each."""
     if as_json:
@@ -128,11 +153,20 @@ def mark_expected(
     as_json: JsonOption = False,
 ) -> None:
     """Mark a signal as expected: the detector that raised it learns it for that key (a network, a route,
-    an hour band or a rate level becomes known) and the key's audit trail records who and why."""
+    an hour band or a rate level becomes known) and the key's audit trail records who and why.
+
+    With the embedded default, a running `keytrail serve` (KEYTRAIL_API_URL) takes the mark; else this
+    process opens the store itself."""
+    from urllib.parse import quote
+
     from keytrail.console.cli_alerts import _default_actor
     from keytrail.console.feedback import MarkOutcome, mark_signal_expected
     from keytrail.keystore.caller import Caller
 
+    served = mark_over_console(f"/v1/signals/{quote(signal_id, safe='')}/expected", reason)
+    if served is not None:  # `keytrail serve` owns the store: the mark goes through it (actor: its key)
+        print_marks(served, as_json)
+        return
     with opened_feedback_stores() as (clickhouse, keystore):
         stored, created = mark_signal_expected(
             clickhouse, keystore, Caller.admin(actor or _default_actor()), signal_id, reason=reason

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import orjson
 import pytest
 from typer.testing import CliRunner
@@ -20,11 +22,18 @@ from tests.embedded.feedback_scenario import (
 PROJECT = "proj_fb"
 
 
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("KEYTRAIL_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("KEYTRAIL_CLICKHOUSE_URL", raising=False)
     monkeypatch.delenv("KEYTRAIL_KEYSTORE_URL", raising=False)
+    monkeypatch.setenv("KEYTRAIL_API_URL", f"http://127.0.0.1:{_closed_port()}")  # no console: the CLI opens the store
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
