@@ -55,7 +55,7 @@ def test_marks_are_scoped_scrubbed_idempotent_and_teach_only_the_marked_key(cons
     assert _audit(console, key_a) == []
 
     # The writer marks it; a forged project id in the body is ignored, a secret in the reason redacted.
-    body = {"reason": f"vendor VPN, token {secret_a}", "project_id": THEIRS}
+    body = {"reason": f"vendor VPN, token {secret_a}", "project_id": THEIRS, "key_id": key_t}
     marked = console.client.post(url, headers=bearer(writer), json=body)
     assert marked.status_code == 200, marked.text
     (mark,) = marked.json()["marks"]
@@ -94,3 +94,25 @@ def test_alert_marks_are_scoped_and_resolve_the_alert(console):
     body = marked.json()
     assert body["alert"]["status"] == "resolved" and body["marks"][0]["kind"] == "new_network"
     assert len(_audit(console, key)) == 1
+
+
+def test_a_kind_no_detector_learns_is_audited_but_teaches_nothing(console):
+    from keytrail.schemas.timestamps import utc_now
+    from keytrail.schemas.usage import Outcome
+    from tests.factories import usage_event
+
+    _, writer = console.new_key("proj-revoked", "project:write")
+    key, _ = console.new_key("proj-revoked", name="leaked")
+    console.pipeline.keystore.revoke(key, reason="leaked")
+    console.pipeline.ingest([usage_event(key, at=utc_now(), seconds=-30, outcome=Outcome.REVOKED, status=401,
+                                         project_id="proj-revoked")])
+    listed = console.client.get("/v1/signals", headers=bearer(writer), params={"key_id": key, "since": "1h"})
+    (signal,) = [r for r in listed.json()["rows"] if r["kind"] == "use_of_inactive_key"]
+    marked = console.client.post(f"/v1/signals/{signal['signal_id']}/expected", headers=bearer(writer),
+                                 json={"reason": "our own test of the revocation"})
+    assert marked.status_code == 200, marked.text
+    assert marked.json()["marks"][0]["learnt_by"] is None
+    assert len(_audit(console, key)) == 1
+    console.pipeline.ingest([usage_event(key, at=utc_now(), seconds=-10, project_id="proj-revoked",
+                                         outcome=Outcome.REVOKED, status=401)])
+    assert key not in console.pipeline.feedback.pending
