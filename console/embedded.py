@@ -21,10 +21,14 @@ from keytrail.stream_processors.alerting.engine import AlertEngine
 from keytrail.stream_processors.core.aggregate import BatchResult, UsageAggregator
 from keytrail.stream_processors.core.gc_pause import collector_paused
 from keytrail.stream_processors.detectors import default_detectors
+from keytrail.stream_processors.feedback_store import ClickHouseFeedbackSource, FeedbackApplier
 from keytrail.stream_processors.projector import LastUsedProjector
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
 from keytrail.stream_processors.state_stores import SqliteStates
+
+EMBEDDED_FEEDBACK_POLL_SECONDS = 30.0
+"""How often the embedded pipeline re-reads `detector_feedback` for marks stored by other processes."""
 
 
 class StoreInUse(RuntimeError):
@@ -113,6 +117,9 @@ class EmbeddedPipeline:
         self.keystore.publish_pending_events(self.audit_trail)  # whatever earlier processes left in the outbox
         self.states = SqliteStates(Path(settings.data_dir) / "core-state.db")
         self.aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
+        # Marks made in this process are handed over at once (notify); others are read at start and polled.
+        self.feedback_source = ClickHouseFeedbackSource(self.clickhouse, poll_seconds=EMBEDDED_FEEDBACK_POLL_SECONDS)
+        self.feedback = FeedbackApplier(self.feedback_source, self.aggregator.detectors, owns_every_key=True)
         self.sink = ClickHouseSink(self.clickhouse)
         self.projector = LastUsedProjector(self.keystore)
         self.alerts: AlertEngine | None = None
@@ -132,6 +139,7 @@ class EmbeddedPipeline:
         scrubbed = scrub_events(events)  # no secret reaches a table; each leak raises secret_exposed
         self.secrets_redacted = getattr(self, "secrets_redacted", 0) + scrubbed.redacted_events
         with collector_paused():
+            self.feedback.apply(scrubbed.events, self.states)  # marks "expected" teach before the events
             result = self.aggregator.process(scrubbed.events, self.states)
             result.signals.extend(scrubbed.signals)
             self.sink.drop_stored_late(result)  # a re-ingest reports what was counted before as such

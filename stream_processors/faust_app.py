@@ -43,6 +43,7 @@ from keytrail.stream_processors.faust_commit import (
     read_offset_range,
     use_deduplicating_ack_consumer,
 )
+from keytrail.stream_processors.feedback_store import ClickHouseFeedbackSource, FeedbackApplier
 from keytrail.stream_processors.outputs import BatchPublisher, OutputRecord
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
@@ -58,6 +59,9 @@ MAX_STATE_RECORD_BYTES = 8 * 1024 * 1024
 """Largest key-state changelog record the worker may write (Faust's default, 1 MB, crashed the
 worker on a hot key whose open minutes held ~45k event ids); the core bounds its dedupe memory
 well below this (MAX_EVENT_IDS_PER_KEY)."""
+
+WORKER_FEEDBACK_POLL_SECONDS = 1.0
+"""How often the worker reads new marks from `detector_feedback` (at a batch start)."""
 
 DLQ_REASON_HEADER = "keytrail-reason"
 DLQ_CODE_HEADER = "keytrail-error-code"
@@ -185,6 +189,7 @@ def build_worker_app(settings: Settings) -> faust.App:
     backend = open_clickhouse(settings.clickhouse_url)
     migrate(backend)
     sink = ClickHouseSink(backend)
+    feedback = FeedbackApplier(ClickHouseFeedbackSource(backend, WORKER_FEEDBACK_POLL_SECONDS), aggregator.detectors)
     key_owners = KeyOwners(partial(lookup_projects, create_store_engine(settings.keystore_url)))
     counters = WorkerCounters()
     app.keytrail_counters = counters  # type: ignore[attr-defined]
@@ -232,6 +237,7 @@ def build_worker_app(settings: Settings) -> faust.App:
             counters.envelopes += decoded.envelopes
             mark = counters.spent("decode", started)
             overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
+            feedback.apply(events, overlay)  # marks "expected" teach their keys before the batch's events
             result = aggregator.process(events, overlay, positions)
             result.signals.extend(scrubbed.signals)
             mark = counters.spent("core", mark)
