@@ -104,8 +104,6 @@ def opened_feedback_stores() -> Iterator[tuple[Any, Any]]:
 def mark_over_console(path: str, reason: str) -> dict[str, Any] | None:
     """POST the mark to a running `keytrail serve` (it owns the embedded chDB directory); None when no
     console answers at KEYTRAIL_API_URL. Authenticates with KEYTRAIL_API_KEY or DATA_DIR/admin.key."""
-    import os
-
     import httpx
 
     from keytrail.console.cli_ingest import _console_answers, _ingest_key
@@ -114,7 +112,8 @@ def mark_over_console(path: str, reason: str) -> dict[str, Any] | None:
     settings = get_settings()
     if settings.mode is RunMode.PRODUCTION or not _console_answers(settings.api_url):
         return None
-    key = _ingest_key(os.environ.get("KEYTRAIL_API_KEY"), settings.data_dir)
+    explicit = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    key = _ingest_key(explicit, settings.data_dir)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     response = httpx.post(settings.api_url.rstrip("/") + path, json={"reason": reason}, headers=headers, timeout=30)
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
