@@ -51,6 +51,8 @@ ALPHA_WEEK_UP, ALPHA_WEEK_DOWN = 0.8, 0.3
 forgets slowly."""
 WEEK_PRIOR = 1.0
 """Weight (in weeks) of the hour of the day in an hour of the week's expectation."""
+EVIDENCE_PRIOR = 15.0
+"""Requests' worth of weight the broader expectation keeps against a shape factor (see `expected_rate`)."""
 CONCENTRATION = (1.0, 2.0, 4.0, 8.0)
 """Levels of `q`, 2 bits per hour of the week: the busiest five minutes of the hour beyond Poisson
 noise, as a multiple of the hour's mean; a level is kept for weeks (it drops one step each time
@@ -61,7 +63,12 @@ DISPERSION_DECAY = 1 / 336
 """The dispersion sums forget with a two-week horizon."""
 PRIOR_DISPERSION = 0.1
 """Dispersion assumed before the key's own hours say otherwise (a coefficient of variation of 0.3)."""
-MIN_DISPERSION, MAX_DISPERSION = 0.02, 2.0
+MIN_DISPERSION, MAX_DISPERSION = 0.05, 1.0
+"""No key's hours are steadier than ±22 %: a busy hour, a busy day, a baseline learnt from a few weeks."""
+PRIOR_HOURS = 48.0
+QUIET_PRIOR_REQUESTS = 2000.0
+"""The prior dispersion weighs as PRIOR_HOURS hours plus QUIET_PRIOR_REQUESTS / (requests an hour): a
+quiet key's hours are mostly counting noise and say little about its spread, a busy key's say much."""
 WINSOR = 4.0
 """An hour teaches the overall rate at most this many times it (a spike or a weekly job cannot drag
 the level up; a lasting shift still lifts it by up to 6 % an hour)."""
@@ -101,26 +108,35 @@ def _with_week_ratio(text: str, slot: int, ratio: float) -> str:
 
 
 def expected_rate(memory: dict[str, Any], hour: int, history_hours: float) -> tuple[float, bool]:
-    """(requests per minute expected in epoch hour `hour`, whether that hour of the week was seen)."""
+    """(requests per minute expected in epoch hour `hour`, whether that hour of the week was seen).
+
+    Each shape factor is trusted by the requests it was learnt from: an hour of the day seen on
+    four days of a key making 3 requests an hour rests on about 12 requests, and counts for
+    12 / (12 + EVIDENCE_PRIOR) against the overall rate; a busy key's hours speak for themselves.
+    A quiet key's hour that happened to be empty once is not expected to stay empty.
+    """
     g = memory["g"]
+    per_hour = 60.0 * g
     day = _day_ratio(memory["d"], hour % 24)
     if day is None:
         shape = 1.0
     else:
         seen_days = min(4.0, max(1.0, history_hours // 24))
-        shape = (seen_days * day + DAY_PRIOR) / (seen_days + DAY_PRIOR)
+        weight = seen_days * per_hour
+        shape = (weight * day + EVIDENCE_PRIOR) / (weight + EVIDENCE_PRIOR)
     week = _week_ratio(memory["w"], hour_of_week(hour))
     if week is None:
         return g * shape, False
     seen_weeks = min(3.0, max(1.0, history_hours // WEEK_HOURS))
-    return g * (seen_weeks * week + WEEK_PRIOR * shape) / (seen_weeks + WEEK_PRIOR), True
+    weight = seen_weeks * per_hour
+    return g * (weight * week + WEEK_PRIOR * EVIDENCE_PRIOR * shape) / (weight + WEEK_PRIOR * EVIDENCE_PRIOR), True
 
 
 def dispersion(memory: dict[str, Any]) -> float:
     """The learnt extra-Poisson dispersion of the key's hourly counts (clamped)."""
     s1, s2 = memory["s"]
     hourly = 60.0 * memory["g"]
-    prior_weight = 12.0 * hourly * hourly + 1e-9
+    prior_weight = (PRIOR_HOURS + QUIET_PRIOR_REQUESTS / max(hourly, 1.0)) * hourly * hourly + 1e-9
     value = (s1 + PRIOR_DISPERSION * prior_weight) / (s2 + prior_weight)
     return MIN_DISPERSION if value < MIN_DISPERSION else MAX_DISPERSION if value > MAX_DISPERSION else value
 

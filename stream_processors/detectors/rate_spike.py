@@ -54,11 +54,14 @@ _WINDOW_BUCKETS = ((5, 2), (15, 4), (30, 7), (60, 12))
 
 @dataclass(frozen=True, slots=True)
 class RateSpikeThresholds:
-    fire_margin: float = 4.0
+    fire_margin: float = 3.0
     """A window fires when its count is improbable enough that the key would see such a window by
     chance about once in 10**fire_margin days: the surprise needed is this margin plus log10 of the
     windows judged a day (three per active minute). A quiet key judges few minutes and needs about
     p <= 1e-6, a busy one judging every minute about p <= 1e-8 ..."""
+    min_surprise: float = 6.0
+    """... and never less than this (p <= 1e-6): a key judging few windows still sees its baseline
+    a little wrong now and then, which no tail model knows about ..."""
     min_excess: int = 5
     """... and the window holds at least this many requests more than expected ..."""
     min_ratio: float = 3.0
@@ -96,7 +99,7 @@ def burst_surprise(size: int, expected: float, burst: float) -> float:
 def fire_surprise(rate: float, thresholds: RateSpikeThresholds) -> float:
     """The surprise a window needs to fire for a key making `rate` requests a minute (see `fire_margin`)."""
     judged_per_day = len(WINDOWS) * 1440 * -math.expm1(-max(rate, 1e-4))
-    return thresholds.fire_margin + math.log10(max(1.0, judged_per_day))
+    return max(thresholds.min_surprise, thresholds.fire_margin + math.log10(max(1.0, judged_per_day)))
 
 
 def new_memory(minute: int) -> dict[str, Any]:
@@ -163,6 +166,8 @@ def judge(memory: dict[str, Any], minute: int, recent: tuple[list[int], list[int
     burst = memory["k"]
     concentrated = rate_baseline.concentration(memory, hour)
     young = 24.0 / max(24.0, history_hours)
+    # The key's learnt spread (measured against this same baseline, so its errors are in it) and
+    # a young key's wider uncertainty.
     spread = base + thresholds.startup_dispersion * young * young
     if not seen:
         spread += thresholds.unseen_hour_dispersion
