@@ -235,13 +235,21 @@ def _learn_hour(memory: dict[str, Any], hour: int, count: int, first_hour: int, 
     memory["w"] = _with_week_ratio(memory["w"], slot, raw)
 
 
-def raise_level(memory: dict[str, Any], hour: int, history_hours: float, observed_rate: float) -> None:
-    """Feedback: `observed_rate` at `hour` is normal now; scale the overall level so it is expected."""
+def raise_level(memory: dict[str, Any], hour: int, history_hours: float, observed_rate: float) -> bool:
+    """Feedback: `observed_rate` at `hour` is normal now; scale the overall level so it is expected.
+
+    Returns whether the level moved: a rate already expected (within 1 %) changes nothing, so the
+    same feedback taught twice is taught once.
+    """
     expected, _ = expected_rate(memory, hour, history_hours)
-    if observed_rate > expected > 0:
-        memory["g"] = _short(memory["g"] * observed_rate / expected)
-    elif expected <= 0 < observed_rate:
-        memory["g"] = _short(observed_rate)
+    if observed_rate <= expected * 1.01:
+        return False
+    for _ in range(8):  # the shape's weights grow with the level: settle on the fixed point
+        memory["g"] = _short(memory["g"] * observed_rate / expected) if expected > 0 else _short(observed_rate)
+        expected, _ = expected_rate(memory, hour, history_hours)
+        if observed_rate <= expected * 1.002:
+            break
+    return True
 
 
 def _short(value: float) -> float:

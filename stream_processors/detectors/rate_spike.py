@@ -32,10 +32,12 @@ from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.stream_processors.core.state import OUTCOME_ORDER, KeyState, MinuteAggregate
 from keytrail.stream_processors.detectors import rate_baseline
 from keytrail.stream_processors.detectors.event_time import MINUTE_MS, WEEKDAYS, hour_of_week, minute_text
+from keytrail.stream_processors.detectors.feedback import DetectorFeedback
 from keytrail.stream_processors.detectors.networks import networks_with_counts
 from keytrail.stream_processors.detectors.signal_builder import build_signal
 from keytrail.stream_processors.detectors.significance import (
     MAX_SURPRISE,
+    SCORE_SCALE,
     active_surprise,
     chance_text,
     rate_surprise,
@@ -54,7 +56,7 @@ _WINDOW_BUCKETS = ((5, 2), (15, 4), (30, 7), (60, 12))
 
 @dataclass(frozen=True, slots=True)
 class RateSpikeThresholds:
-    fire_margin: float = 3.0
+    fire_margin: float = 3.5
     """A window fires when its count is improbable enough that the key would see such a window by
     chance about once in 10**fire_margin days: the surprise needed is this margin plus log10 of the
     windows judged a day (three per active minute). A quiet key judges few minutes and needs about
@@ -78,6 +80,8 @@ class RateSpikeThresholds:
     silent episode: a weekly job fires the first time only."""
     judge_after_hours: int = 24
     min_active_minutes: int = 6
+    minute_spread: float = 0.09
+    """Dispersion of a single minute's rate around its hour's (a CV of 0.3), shared by `covered` minutes."""
     """Minutes with a request a window needs before they are counted as evidence of their own."""
     startup_dispersion: float = 0.5
     """Extra dispersion on day one (a coefficient of variation of 0.7), shrinking as 1/days²: the
@@ -171,7 +175,6 @@ def judge(memory: dict[str, Any], minute: int, recent: tuple[list[int], list[int
     spread = base + thresholds.startup_dispersion * young * young
     if not seen:
         spread += thresholds.unseen_hour_dispersion
-    log_spread = math.sqrt(math.log1p(spread))
     in_bucket = minute % BUCKET_MINUTES + 1
     into_hour = minute % 60 + 1
     judged = []
@@ -194,6 +197,9 @@ def judge(memory: dict[str, Any], minute: int, recent: tuple[list[int], list[int
             expected = rate_now * into_hour + rate_before * (covered - into_hour)
         if length < 60:
             expected *= concentrated
+        # Minutes vary around their hour too (the learnt spread is of whole hours): a short window
+        # is judged with that added.
+        log_spread = math.sqrt(math.log1p(spread + thresholds.minute_spread / covered))
         plain = rate_surprise(observed, expected, index, log_spread)
         if 3 * busiest > observed and plain > 0.0:
             # One minute holds a third of the window: judge the rest as a rate, and that minute as
@@ -228,9 +234,11 @@ def score_minute(state: KeyState, minute_start_s: int, requests: int,
 
 
 class RateSpikeDetector:
-    """Significance of 5/15/60-minute counts against the key's hour-of-week baseline; one signal per episode."""
+    """Significance of 5/15/30/60-minute counts against the key's hour-of-week baseline; one signal
+    per episode, updated when it ends; teachable (see `feedback`)."""
 
     name = NAME
+    kinds = (SignalKind.RATE_SPIKE.value,)
 
     def __init__(self, thresholds: RateSpikeThresholds | None = None) -> None:
         self.thresholds = thresholds or RateSpikeThresholds()
@@ -257,7 +265,11 @@ class RateSpikeDetector:
             requests = aggregate.requests
             episode = memory["e"]
             if episode and minute - episode[1] > limits.calm_minutes:
+                if episode[4]:
+                    signals.append(self._episode_signal(key_id, state, episode))
                 episode = memory["e"] = 0
+            if episode:
+                episode[3] += requests
             rate_baseline.advance(memory, minute // 60, first_hour)
             recent = _recent(memory, minute, requests)
             rate_baseline.add_minute(memory, requests, recent[0][-1])
@@ -266,6 +278,7 @@ class RateSpikeDetector:
             judged = judge(memory, minute, recent, limits)
             if not judged:
                 continue
+            memory["x"] = [round(j.score, 3) for j in judged]
             hottest = max(judged, key=lambda j: j.surprise)
             if hottest.surprise < limits.calm_surprise:
                 continue
@@ -274,6 +287,8 @@ class RateSpikeDetector:
             known = memory["j"]
             if episode:
                 episode[1] = minute
+                if episode[4] and hottest.score * 1000 > episode[5]:
+                    episode[5] = round(hottest.score * 1000)
                 if not count_at(known, slot):
                     memory["j"] = with_count(known, slot, 1)
                 continue
@@ -283,13 +298,19 @@ class RateSpikeDetector:
                       and j.observed >= limits.min_ratio * j.expected]
             if not firing:
                 continue
-            memory["e"] = [minute, minute]
+            fired = max(firing, key=lambda j: j.surprise)
+            start = minute + 1 - fired.covered
+            # [first hot minute, last hot minute, window start, requests since, 1 if signalled,
+            #  peak score x 1000, expected per minute x 1000]
+            memory["e"] = [minute, minute, start, fired.observed, 0, round(fired.score * 1000),
+                           round(1000 * fired.expected / fired.covered)]
             if count_at(known, slot) >= limits.known_after_weeks:
                 # the key spiked at this hour of the week before: a weekly job, not news
                 memory["j"] = with_count(known, slot, min(MAX_WEEKS, count_at(known, slot) + 1))
                 continue
             memory["j"] = with_count(known, slot, min(MAX_WEEKS, count_at(known, slot) + 1))
-            signals.append(self._signal(key_id, state, minute, aggregate, max(firing, key=lambda j: j.surprise), judged))
+            memory["e"][4] = 1
+            signals.append(self._signal(key_id, state, minute, aggregate, fired, judged))
         return signals
 
     def _signal(self, key_id: str, state: KeyState, minute: int, aggregate: MinuteAggregate,
@@ -326,6 +347,7 @@ class RateSpikeDetector:
                 "windows": [f"{j.minutes} min: {j.observed} vs {j.expected:.1f} expected, score {j.score:.2f}"
                             for j in judged],
                 "anomaly_score": [f"{fired.score:.3f}"],
+                "rate_per_minute": [f"{fired.observed / fired.covered:.4g}"],
                 "ips": ips[:10],
                 "networks": networks_with_counts(ips, 5),
                 "outcomes": [f"{outcome.value}={n}" for outcome, n in zip(OUTCOME_ORDER, aggregate.outcomes,
@@ -333,6 +355,89 @@ class RateSpikeDetector:
             },
             message=message,
         )
+
+
+    def _episode_signal(self, key_id: str, state: KeyState, episode: list[int]) -> Signal:
+        """The episode's signal again (same id: same key, kind and window start), now covering the
+        whole spike: a sink or alert that keeps signals by id updates, nothing new is raised."""
+        first, last, start, observed, _, peak, expected_milli = episode
+        minutes = last + 1 - start
+        expected = expected_milli / 1000 * minutes
+        score = peak / 1000
+        end_ms = (last + 1) * MINUTE_MS
+        message = (
+            f"Key {key_id} ran above its own baseline for {plural(minutes, 'minute')}, from "
+            f"{minute_text(start * MINUTE_MS)} to {minute_text(end_ms)}: {count_text(observed)} requests where "
+            f"about {count_text(round(expected, 1))} were expected (peak anomaly score {score:.2f}); the spike "
+            f"has ended (an hour without a surprising minute)."
+        )
+        return build_signal(
+            key_id=key_id,
+            project_id=state.project_id,
+            kind=SignalKind.RATE_SPIKE,
+            severity=Severity.HIGH if score >= self.thresholds.severe_surprise / SCORE_SCALE else Severity.MEDIUM,
+            score=score,
+            observed=float(observed),
+            expected=expected,
+            window_start_ms=start * MINUTE_MS,
+            window_ms=minutes * MINUTE_MS,
+            detected_at_ms=end_ms + self.thresholds.calm_minutes * MINUTE_MS,
+            evidence={
+                "minutes": [minute_text(first * MINUTE_MS), minute_text(last * MINUTE_MS)],
+                "anomaly_score": [f"{score:.3f}"],
+                "rate_per_minute": [f"{observed / minutes:.4g}"],
+            },
+            message=message,
+        )
+
+    def teach(self, state: KeyState, feedback: DetectorFeedback) -> bool:
+        """Feedback: the rate the signal saw is normal for this key now.
+
+        The key's overall level is raised so that the signal's hour expects that rate (its rhythm
+        over the week is kept), and an open episode ends. Idempotent: taught again, the rate is
+        already expected and nothing moves. Returns whether anything changed.
+        """
+        if feedback.kind not in self.kinds:
+            return False
+        memory = state.detector_state.get(self.name)
+        if memory is None:
+            return False
+        rate = _taught_rate(feedback)
+        if rate is None:
+            return False
+        end_minute = feedback.window_end_ms // MINUTE_MS
+        history_hours = (end_minute - memory["f"]) / 60
+        changed = rate_baseline.raise_level(memory, max(end_minute - 1, 0) // 60, history_hours, rate)
+        if memory["e"]:
+            memory["e"] = 0
+            changed = True
+        return changed
+
+
+def _taught_rate(feedback: DetectorFeedback) -> float | None:
+    """Requests a minute of the marked signal, from its evidence (`rate_per_minute`, or the
+    observed count of its first window line over the window's length)."""
+    minutes = max(1.0, (feedback.window_end_ms - feedback.window_start_ms) / MINUTE_MS)
+    for text in feedback.evidence.get("rate_per_minute", ()):
+        try:
+            return float(text)
+        except ValueError:
+            continue
+    for text in feedback.evidence.get("observed", ()):
+        try:
+            return float(text) / minutes
+        except ValueError:
+            continue
+    return None
+
+
+def anomaly_scores(state: KeyState) -> dict[int, float]:
+    """The key's latest 0–1 anomaly score per window length (5, 15, 30, 60 minutes), as judged on
+    its newest closed minute; empty while the key is still learning."""
+    memory = state.detector_state.get(NAME)
+    if not memory or "x" not in memory:
+        return {}
+    return dict(zip(WINDOWS, memory["x"], strict=True))
 
 
 def learn_expected(state: KeyState, signal: Signal) -> bool:
