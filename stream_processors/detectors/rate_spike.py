@@ -56,7 +56,7 @@ _WINDOW_BUCKETS = ((5, 2), (15, 4), (30, 7), (60, 12))
 
 @dataclass(frozen=True, slots=True)
 class RateSpikeThresholds:
-    fire_margin: float = 3.5
+    fire_margin: float = 4.0
     """A window fires when its count is improbable enough that the key would see such a window by
     chance about once in 10**fire_margin days: the surprise needed is this margin plus log10 of the
     windows judged a day (three per active minute). A quiet key judges few minutes and needs about
