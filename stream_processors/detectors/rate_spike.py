@@ -64,7 +64,7 @@ class RateSpikeThresholds:
     min_surprise: float = 6.0
     """... and never less than this (p <= 1e-6): a key judging few windows still sees its baseline
     a little wrong now and then, which no tail model knows about ..."""
-    min_excess: int = 5
+    min_excess: int = 8
     """... and the window holds at least this many requests more than expected ..."""
     min_ratio: float = 3.0
     """... and at least this many times the expected count."""
