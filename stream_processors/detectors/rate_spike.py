@@ -1,23 +1,27 @@
-"""A rate spike: more requests in 5, 15 or 60 minutes than the key's own baseline makes plausible.
+"""A rate spike: more requests in 5, 15, 30 or 60 minutes than the key's own baseline makes plausible.
 
-Each closed minute is judged by the counts of the windows ending with it (5, 15, 30 and 60 minutes, made
-of aligned 5-minute buckets) against what the key's baseline expects for those minutes of the week
-(`rate_baseline`), as a tail probability: the count is negative-binomial around the expectation,
-with the key's learnt dispersion plus a wide start-up uncertainty that narrows as days pass
-(`significance`). A quiet key going from 0.3 to 5 requests a minute is as improbable as a busy key
-jumping far outside its usual spread, and both read as the same 0–1 anomaly score.
+Each closed minute is judged by the counts of the whole windows ending with it (the current 5-minute
+bucket plus the 1, 3, 6 or 11 before it: 6-10, 16-20, 31-35 and 56-60 minutes) against what the
+key's baseline expects for those minutes of the week (`rate_baseline`), as a tail probability
+(`significance.rate_surprise`): Poisson counting noise, widened by the key's burst size, around a
+rate that varies log-normally by the key's learnt hourly spread, a minute-level spread for short
+windows and a start-up uncertainty that narrows as days pass. For quiet keys the minutes that saw a
+request are judged too (`significance.active_surprise`). A quiet key going from 0.3 to 5 requests a
+minute is as improbable as a steady busy key doubling, and both read as the same 0-1 anomaly score.
 
-A spike opens an episode: one signal, then silence while the windows stay hot, and the episode
-ends after an hour of calm. The baseline keeps learning throughout (a spike's hours teach at most
-four times the expected rate), so a lasting shift to a higher level fires once and then becomes
-the new normal within a day or two. Judging starts after `judge_after_hours` (a day).
+A window fires when it is improbable enough that the key would see one like it by chance about once
+in 10**fire_margin days (and never above p = 1e-6), with a minimum excess and ratio. A spike opens
+an episode: one signal, then silence while the windows stay hot; the episode ends after an hour of
+calm and its signal is sent again, same id, covering the whole episode. The baseline keeps learning
+throughout (a spike's hours teach at most four times the expected level), so a lasting shift to a
+higher level fires once and then becomes the new normal. Judging starts after `judge_after_hours`.
 
-Uses only the key state and closed minutes (never per-event data), so the columnar core can drive
-it; `score_minute` is the same scoring as a pure function of (state, minute, requests).
-Memory (about 400 bytes): the baseline, `f` first minute, `m` last minute judged, `b` newest
-bucket, `c` the last twelve 5-minute counts and `p` their busiest minutes, `e` the open episode
-[first minute, last hot minute] (0 when none), `j` per hour of the week the weeks it spiked in
-(2 bits each, 56 chars).
+Work is per closed key-minute (never per event), so the columnar core can drive it; `score_minute`
+is the same scoring as a pure function of (state, minute, requests), `anomaly_scores` the latest
+scores per window. Memory (about 450 bytes): the baseline, `f` first minute, `m` last minute
+judged, `b` newest bucket, `c` the last twelve 5-minute counts, `p` their busiest minutes and `a`
+their active minutes, `x` the latest score per window, `e` the open episode (0 when none), `j` per
+hour of the week the weeks it spiked in (2 bits each, 56 chars).
 """
 
 from __future__ import annotations
