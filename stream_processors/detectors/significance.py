@@ -19,6 +19,9 @@ MAX_SURPRISE = 50.0
 """Surprises are capped here (p = 1e-50): beyond it every number means "impossible"."""
 SCORE_SCALE = 10.0
 """The anomaly score is surprise / SCORE_SCALE, capped at 1: 0.5 is p = 1e-5, 1.0 is p <= 1e-10."""
+GRID_FROM = 2.0
+"""Below this counting surprise (p = 0.01) the rate's spread is not searched: the counting noise
+alone already says "nothing to see", and the score (at most 0.2) is left as that upper bound."""
 _LN10 = math.log(10.0)
 _lgamma = math.lgamma
 _log = math.log
@@ -107,7 +110,7 @@ def rate_surprise(observed: float, expected: float, burst_index: float, log_spre
     x = observed / burst_index
     mean = expected / burst_index
     best = _tail_surprise(x, mean, 0.0)
-    if best > 0.0 and log_spread > 0.0:
+    if best > GRID_FROM and log_spread > 0.0:
         z = 0.0
         while z < 12.0:  # the sum is convex in z: stop once it rises
             z += 0.5
@@ -129,7 +132,7 @@ def active_surprise(active: int, minutes: int, rate: float, burst: float, log_sp
         return 0.0
     bursts = max(rate, 1e-9) / max(burst, 1.0)
     best = _tail_surprise(active, minutes * -math.expm1(-bursts), 0.0)
-    if best > 0.0 and log_spread > 0.0:
+    if best > GRID_FROM and log_spread > 0.0:
         z = 0.0
         while z < 12.0:
             z += 0.5
