@@ -181,6 +181,7 @@ def judge(memory: dict[str, Any], minute: int, recent: tuple[list[int], list[int
         spread += thresholds.unseen_hour_dispersion
     in_bucket = minute % BUCKET_MINUTES + 1
     into_hour = minute % 60 + 1
+    min_active, minute_spread = thresholds.min_active_minutes, thresholds.minute_spread
     judged = []
     observed = 0
     busiest = 0
@@ -203,14 +204,17 @@ def judge(memory: dict[str, Any], minute: int, recent: tuple[list[int], list[int
             expected *= concentrated
         # Minutes vary around their hour too (the learnt spread is of whole hours): a short window
         # is judged with that added.
-        log_spread = math.sqrt(math.log1p(spread + thresholds.minute_spread / covered))
-        plain = rate_surprise(observed, expected, index, log_spread)
-        if 3 * busiest > observed and plain > 0.0:
+        plain = 0.0
+        judging_active = active >= min_active
+        if observed > expected or judging_active:
+            log_spread = math.sqrt(math.log1p(spread + minute_spread / covered))
+            plain = rate_surprise(observed, expected, index, log_spread)
+        if plain > 0.0 and 3 * busiest > observed:
             # One minute holds a third of the window: judge the rest as a rate, and that minute as
             # one burst of the key's usual geometric burst sizes (a page load, retries).
             rest = rate_surprise(observed - busiest + min(busiest, rate_now), expected, index, log_spread)
             plain = max(rest, min(plain, burst_surprise(busiest, expected, burst)))
-        if active >= thresholds.min_active_minutes:
+        if judging_active:
             # Bursts (a page load, retries within seconds) swell counts but not the minutes that
             # saw a request: a quiet key whose requests now arrive minute after minute is judged
             # by those minutes too, unblurred by its burst size.
@@ -282,10 +286,11 @@ class RateSpikeDetector:
             judged = judge(memory, minute, recent, limits)
             if not judged:
                 continue
-            memory["x"] = [round(j.score, 3) for j in judged]
-            hottest = max(judged, key=lambda j: j.surprise)
-            if hottest.surprise < limits.calm_surprise:
+            surprises = [j.surprise for j in judged]
+            memory["x"] = [round(min(1.0, value / SCORE_SCALE), 3) for value in surprises]
+            if max(surprises) < limits.calm_surprise:
                 continue
+            hottest = max(judged, key=lambda j: j.surprise)
             rate_baseline.mark_hot(memory)
             slot = hour_of_week(minute // 60)
             known = memory["j"]
