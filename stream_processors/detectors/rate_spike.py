@@ -447,15 +447,3 @@ def anomaly_scores(state: KeyState) -> dict[int, float]:
     if not memory or "x" not in memory:
         return {}
     return dict(zip(WINDOWS, memory["x"], strict=True))
-
-
-def learn_expected(state: KeyState, signal: Signal) -> bool:
-    """Feedback: the rate of `signal` is normal for this key now. Raises the level, ends the episode."""
-    memory = state.detector_state.get(NAME)
-    if memory is None:
-        return False
-    minutes = max(1.0, (signal.window_end - signal.window_start).total_seconds() / 60)
-    end_minute = int(signal.window_end.timestamp()) // 60
-    rate_baseline.raise_level(memory, end_minute // 60, (end_minute - memory["f"]) / 60, signal.observed / minutes)
-    memory["e"] = 0
-    return True
