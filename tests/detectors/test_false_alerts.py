@@ -2,7 +2,7 @@
 
 The population's habits are varied and normal (see `traffic.random_population`): volumes, rhythms,
 weekly jobs, growth, moves inside the own network, some rate limiting. The figures are printed; the
-assertions are generous bounds, the measured values go to the report.
+30-day measurements assert issue 18's bound (at most 1 alert per 1,000 key-days after learning).
 """
 
 import os
@@ -32,9 +32,16 @@ def false_alerts(keys, days, seed):
 
 
 def report(label, after, key_days, events):
-    rate = 1000 * len(after) / key_days
-    print(f"\n{label}: {len(after)} signals in {key_days} key-days after learning ({events:,} events) "
-          f"= {rate:.2f} per 1000 key-days; {dict(Counter(s.kind.value for s in after))}")
+    """Print the signals and return false alerts per 1,000 key-days.
+
+    An alert is a distinct signal id: a detector that updates an episode re-sends its signal with
+    the same id (the signals table and the alert rules keep one row, one alert per id), so that
+    update is not a second alert.
+    """
+    alerts = len({signal.signal_id for signal in after})
+    rate = 1000 * alerts / key_days
+    print(f"\n{label}: {alerts} alerts ({len(after)} signals) in {key_days} key-days after learning "
+          f"({events:,} events) = {rate:.2f} per 1000 key-days; {dict(Counter(s.kind.value for s in after))}")
     for signal in after:
         print("  ", signal.severity.value, signal.message)
     return rate
@@ -54,7 +61,7 @@ def test_false_alerts_per_1000_key_days_over_30_days():
     count = int(os.environ.get("KEYTRAIL_FALSE_ALERT_KEYS", "100"))
     seed = int(os.environ.get("KEYTRAIL_FALSE_ALERT_SEED", "202"))
     after, key_days, events = false_alerts(random_population(count, seed=seed), days=LEARNING_DAYS + 30, seed=seed)
-    assert report(f"{count} keys x 30 days (seed {seed})", after, key_days, events) <= 2.0
+    assert report(f"{count} keys x 30 days (seed {seed})", after, key_days, events) <= 1.0
 
 
 @pytest.mark.slow
@@ -74,7 +81,7 @@ def test_busy_keys_raise_almost_no_rate_ip_or_refusal_alerts():
                 for signal in detector.observe(key.key_id, state, [], hour):
                     if signal.window_start.timestamp() >= cut_s:
                         after.append(signal)
-    assert report("60 busy keys x 30 days (minute level)", after, len(keys) * 30, 0) <= 2.0
+    assert report("60 busy keys x 30 days (minute level)", after, len(keys) * 30, 0) <= 1.0
 
 
 def quiet_and_office_hours_population(count, seed):

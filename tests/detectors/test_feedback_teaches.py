@@ -153,6 +153,8 @@ def test_the_default_detectors_that_learn_are_found_by_kind():
     teacher = FeedbackTeacher(default_detectors())
     assert isinstance(teacher.detector_for("new_network"), TeachableDetector)
     assert teacher.detector_for("new_route").name == "new_route"
+    assert teacher.detector_for("rate_spike").name == "rate_spike"
+    assert isinstance(teacher.detector_for("rate_spike"), TeachableDetector)
     assert teacher.detector_for("denial_burst") is None  # not teachable: the mark is only audited
 
 
