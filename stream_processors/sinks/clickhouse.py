@@ -20,6 +20,7 @@ from keytrail.schemas.timestamps import format_utc_millis
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.sql.backends import ClickHouseBackend, ClickHouseUnavailable
 from keytrail.stream_processors.core.aggregate import BatchResult, MinuteRows, MinuteUsage
+from keytrail.stream_processors.core.columns import RAW_FIELDS
 from keytrail.stream_processors.core.state import OUTCOME_ORDER
 
 log = logging.getLogger(__name__)
@@ -108,23 +109,8 @@ _UINT64 = pa.uint64()
 _OUTCOMES = ("ok", "denied", "invalid", "expired", "revoked", "disabled", "rate_limited", "error")
 """The `outcome_*` columns of key_usage_minute, in table order."""
 
-_EVENT_COLUMNS = (
-    "event_id",
-    "occurred_at",
-    "key_id",
-    "project_id",
-    "service",
-    "method",
-    "route",
-    "status",
-    "outcome",
-    "latency_ms",
-    "request_bytes",
-    "response_bytes",
-    "client_ip",
-    "user_agent",
-    "request_id",
-)
+_EVENT_COLUMNS = RAW_FIELDS
+"""The `usage_events` columns an event fills, in table order (`on_time` is the sink's own)."""
 _event_getters = tuple(attrgetter(name) for name in _EVENT_COLUMNS)
 _event_items = tuple(itemgetter(name) for name in _EVENT_COLUMNS)
 _instance_dict = attrgetter("__dict__")
