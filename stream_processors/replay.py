@@ -2,7 +2,9 @@
 
 The raw log (`usage_events`) is the source of truth. Replay truncates the derived ClickHouse
 tables, runs the same core over the on-time events in (key, event time) order, writes the
-outputs through the same sink, and re-applies last used to the key store from scratch.
+outputs through the same sink, recounts from the log the minutes that hold late events (as the
+sink did when each arrived), and re-applies last used to the key store from scratch. The
+`secret_exposed` signals stay: they were raised on secrets the stored events no longer hold.
 Run it with the worker stopped (in embedded mode the server owns chDB: stop it first).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from keytrail.schemas.signals import SignalKind
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.sql import load_query
 from keytrail.sql.backends import ClickHouseBackend
@@ -21,6 +24,10 @@ from keytrail.stream_processors.state_stores import InMemoryStates
 
 DERIVED_TABLES = ("key_usage_minute", "key_last_used", "signals")
 """Everything the stream derives from the raw log (rollup views follow these tables)."""
+
+KEPT_SIGNAL_KINDS = (SignalKind.SECRET_EXPOSED.value,)
+"""Signals the raw log cannot give again: the stream raised them on the secret it then redacted
+from the event, so the stored event no longer holds it. Replay keeps them."""
 
 
 
@@ -50,6 +57,10 @@ def replay(
     and minutes close exactly where they closed in the stream.
     """
     for table in DERIVED_TABLES:
+        if table == "signals":
+            clickhouse.command("ALTER TABLE signals DELETE WHERE kind NOT IN {kept:Array(String)} "
+                               "SETTINGS mutations_sync = 2", {"kept": list(KEPT_SIGNAL_KINDS)})
+            continue
         clickhouse.command(f"TRUNCATE TABLE IF EXISTS {table}")
     if keystore is not None:
         keystore.reset_last_used()
@@ -57,6 +68,7 @@ def replay(
     projector = LastUsedProjector(keystore) if keystore is not None else None
     report = ReplayReport()
     query = load_query("replay_usage_events")
+    late_query = load_query("replay_late_minutes")
     after_key = ""
     while True:
         rows = clickhouse.query(query, {"after_key": after_key, "max_keys": keys_per_chunk})
@@ -69,6 +81,9 @@ def replay(
         result = core.process(events, states)
         result.accepted, result.late = [], []  # the raw log is the input, not an output
         sink.write_batch(result)
+        # The stream recounted each late event's minute from the audit trail (late events included).
+        late = clickhouse.query(late_query, {"keys": sorted({row["key_id"] for row in rows})})
+        sink.recount_minutes([row["key_id"] for row in late], [int(row["minute"]) for row in late])
         if projector is not None:
             report.last_used_applied += projector.apply(result.last_used)
         report.keys += len(states)

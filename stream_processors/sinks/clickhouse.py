@@ -437,7 +437,11 @@ class ClickHouseSink:
 
     def _recount_late(self, result: BatchResult) -> None:
         """Late events are in the audit trail now: rewrite their minutes' full rows from it."""
-        keys, minutes = late_minutes(result)
+        self.recount_minutes(*late_minutes(result))
+
+    def recount_minutes(self, keys: list[str], minutes: list[int]) -> None:
+        """Rewrite the full rows of the (key, minute) pairs `keys[i], minutes[i]` from the audit trail
+        (what a late event's minute gets; replay does the same for the minutes of stored late events)."""
         if not keys:
             return
         params = {"keys": sorted(set(keys)), "since": min(minutes), "until": max(minutes) + 60,
