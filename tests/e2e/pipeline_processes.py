@@ -131,3 +131,18 @@ def consume_all(bootstrap: str, topic: str, *, idle_seconds: float = 2.0, max_se
     finally:
         consumer.close()
     return messages
+
+
+def start_group_at_the_end(bootstrap: str, group_id: str, topic: str, partitions: int) -> int:
+    """Commit `topic`'s current end for `group_id`, so its consumer reads only what is produced next
+    (the session's topic holds other tests' records); returns the sum of those offsets."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    try:
+        ends = []
+        for partition in range(partitions):
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            ends.append(TopicPartition(topic, partition, high))
+        consumer.commit(offsets=ends, asynchronous=False)
+        return sum(tp.offset for tp in ends)
+    finally:
+        consumer.close()

@@ -28,7 +28,7 @@ from keytrail.stream_processors.core.aggregate import BatchResult, UsageAggregat
 from keytrail.stream_processors.detectors import default_detectors
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.state_stores import DecodedStates, SerializedStateOverlay
-from tests.factories import BASE_TIME, usage_event
+from tests.factories import usage_event
 
 PARTITIONS = 3
 LATENESS_S = 300
@@ -78,21 +78,21 @@ class Record:
     events: int
 
 
-def partition_of(event: KeyUsageEvent) -> int:
-    return partition_for(event.key_id, PARTITIONS)
+def partition_of(event: KeyUsageEvent, partitions: int = PARTITIONS) -> int:
+    return partition_for(event.key_id, partitions)
 
 
-def per_partition(events: Sequence[KeyUsageEvent]) -> dict[int, list[KeyUsageEvent]]:
+def per_partition(events: Sequence[KeyUsageEvent], partitions: int = PARTITIONS) -> dict[int, list[KeyUsageEvent]]:
     """Each partition's events in emit order (what the SDK's partitioner makes of a stream)."""
     out: dict[int, list[KeyUsageEvent]] = {}
     for event in events:
-        out.setdefault(partition_of(event), []).append(event)
+        out.setdefault(partition_of(event, partitions), []).append(event)
     return out
 
 
-def singles(events: Sequence[KeyUsageEvent]) -> list[Record]:
+def singles(events: Sequence[KeyUsageEvent], partitions: int = PARTITIONS) -> list[Record]:
     """Every event once, as a single-event record."""
-    return [Record(partition_of(e), encode_usage_event(e), 1) for e in events]
+    return [Record(partition_of(e, partitions), encode_usage_event(e), 1) for e in events]
 
 
 def envelope_record(partition: int, events: Sequence[KeyUsageEvent]) -> Record:
@@ -100,14 +100,14 @@ def envelope_record(partition: int, events: Sequence[KeyUsageEvent]) -> Record:
 
 
 def random_records(events: Sequence[KeyUsageEvent], rng: random.Random, max_envelope: int,
-                   resend: float) -> list[Record]:
+                   resend: float, partitions: int = PARTITIONS) -> list[Record]:
     """The stream split into records as producers may send it: per partition, runs of events as
     envelopes of random sizes (1 to `max_envelope`) mixed with single records; with probability
     `resend` per record, an at-least-once re-send later in the partition (the whole envelope again,
     or one of its events alone, or a single event inside a later envelope). Partitions interleave
     at random; each keeps its order, as Kafka does."""
     lanes: list[list[Record]] = []
-    for partition, mine in per_partition(events).items():
+    for partition, mine in per_partition(events, partitions).items():
         lane: list[Record] = []
         resent: list[KeyUsageEvent] = []  # events to ride along in a later envelope
         i = 0

@@ -22,7 +22,6 @@ from keytrail.sql.backends import open_clickhouse
 from keytrail.sql.migrate import migrate
 from keytrail.stream_processors.detectors import default_detectors
 from keytrail.stream_processors.replay import replay
-from keytrail.stream_processors.state_stores import SqliteStates
 from tests.sinks.split_runs import (
     LATENESS_S,
     WorkerBatches,
