@@ -205,18 +205,22 @@ class WorkerBatches:
         self.duplicates += result.duplicates
 
 
-def table_rows(backend: ClickHouseBackend, table: str) -> list[tuple]:
-    """Every row of `table` as ClickHouse answers with FINAL, sorted, without clock-filled columns."""
+def table_rows(backend: ClickHouseBackend, table: str, key_prefix: str = "") -> list[tuple]:
+    """Every row of `table` as ClickHouse answers with FINAL, sorted, without clock-filled columns
+    (with `key_prefix`, only the rows of keys whose id starts with it)."""
     names = [r["name"] for r in backend.query(
         "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String} ORDER BY position",
         {"t": table}) if r["name"] not in WRITTEN_BY_CLICKHOUSE]
     listed = ", ".join(f"`{n}`" for n in names)
-    rows = backend.query(f"SELECT {listed} FROM `{table}` FINAL")  # noqa: S608 - names from system.columns
+    where = " WHERE startsWith(key_id, {p:String})" if key_prefix else ""
+    rows = backend.query(f"SELECT {listed} FROM `{table}` FINAL{where}",  # noqa: S608 - names from system.columns
+                         {"p": key_prefix} if key_prefix else None)
     return sorted(tuple(orjson.dumps(row[n]).decode() for n in names) for row in rows)
 
 
-def every_table(backend: ClickHouseBackend) -> dict[str, list[tuple]]:
-    return {table: table_rows(backend, table) for table in COMPARED_TABLES}
+def every_table(backend: ClickHouseBackend, tables: Sequence[str] = COMPARED_TABLES,
+                key_prefix: str = "") -> dict[str, list[tuple]]:
+    return {table: table_rows(backend, table, key_prefix) for table in tables}
 
 
 def empty_tables(backend: ClickHouseBackend) -> None:
