@@ -11,6 +11,7 @@ counted must be identical.
 from __future__ import annotations
 
 import random
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -106,7 +107,7 @@ def test_the_embedded_ingest_gives_what_the_stream_gives(chdb, tmp_path, seed, s
     for event in events:  # a client retrying: some events posted twice, later
         if plan.random() < resend:
             lines.insert(plan.randint(lines.index(event) + 1, len(lines)), event)
-    pipeline = EmbeddedPipeline(Settings(data_dir=tmp_path / f"embedded-{plan.getrandbits(32)}", _env_file=None),
+    pipeline = EmbeddedPipeline(Settings(data_dir=tmp_path / f"embedded-{uuid.uuid4().hex}", _env_file=None),  # fresh states
                                 clickhouse=Shared(chdb), alerting=False)
     try:
         for batch in cut(lines, plan, max_batch):
