@@ -58,8 +58,8 @@ def replay(
     """
     for table in DERIVED_TABLES:
         if table == "signals":
-            clickhouse.command("ALTER TABLE signals DELETE WHERE kind NOT IN {kept:Array(String)} "
-                               "SETTINGS mutations_sync = 2", {"kept": list(KEPT_SIGNAL_KINDS)})
+            kept = ", ".join(f"'{kind}'" for kind in KEPT_SIGNAL_KINDS)  # enum values of the contract, not input
+            clickhouse.command(f"ALTER TABLE signals DELETE WHERE kind NOT IN ({kept}) SETTINGS mutations_sync = 2")
             continue
         clickhouse.command(f"TRUNCATE TABLE IF EXISTS {table}")
     if keystore is not None:
