@@ -63,39 +63,41 @@ class InactiveKeyDetector:
             severity = INACTIVE_OUTCOMES[outcome]
             memory = state.detector_state.setdefault(self.name, {})
             at_ms = epoch_ms(event.occurred_at)
-            window_start = self._claim(memory, at_ms)
+            window_start = self._claim(memory, at_ms, str(event.event_id))
             if window_start is None:
                 continue
             signals.append(self._signal(key_id, state, event, severity, at_ms, window_start))
         return signals
 
-    def _claim(self, memory: dict, at_ms: int) -> int | None:
-        """The start of `at_ms`'s window if this use is the earliest seen in it (by event time).
+    def _claim(self, memory: dict, at_ms: int, event_id: str) -> int | None:
+        """The start of `at_ms`'s window if this use is the earliest seen in it (by event time,
+        then event id text).
 
         The signal describes the window's earliest use, not the first to arrive: an earlier use
         arriving later (within the allowed lateness) raises the window's signal again, same id,
         so a stream and a replay of it (which reads the log in event-time order) end with the same
-        row. `"w"` holds [window start, time of the use reported] of the last two windows signalled.
+        row. `"w"` holds [window start, time, event id] of the use reported in each of the last two
+        windows signalled.
         """
         window = self._window_ms
         reported = memory.get("w")
         if reported is None:  # first signal, or memory from before "w" existed: claim as before
             start = claim_window(memory, at_ms, window)
             if start is not None:
-                memory["w"] = [[start, at_ms]]
+                memory["w"] = [[start, at_ms, event_id]]
             return start
         start = window_of(at_ms, window)
-        for pair in reported:
-            if pair[0] == start:
-                if at_ms >= pair[1]:
+        for entry in reported:
+            if entry[0] == start:
+                if (at_ms, event_id) >= (entry[1], entry[2]):
                     return None
-                pair[1] = at_ms
+                entry[1], entry[2] = at_ms, event_id
                 return start
         newest_end = memory.get("x", 0)
         if start < newest_end - 2 * window:  # beyond any allowed lateness: as before, not raised again
             return None
         memory["x"] = max(newest_end, start + window)
-        reported.append([start, at_ms])
+        reported.append([start, at_ms, event_id])
         reported.sort()
         del reported[:-2]
         return start

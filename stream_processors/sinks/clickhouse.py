@@ -351,6 +351,25 @@ def late_minutes(result: BatchResult) -> tuple[list[str], list[int]]:
     return [k for k, _ in pairs], [m for _, m in pairs]
 
 
+def _copies_in_batch(result: BatchResult) -> set[int]:
+    """Positions in `result.late` of copies of events the batch itself holds: one accepted in it (its
+    copy came after newer events), or a late event seen earlier in it (the first late copy stays)."""
+    late_ints = [e.event_id.int for e in result.late]
+    wanted = set(late_ints)
+    if result.columns is not None:
+        ints = result.columns.event_int
+        accepted = wanted.intersection(map(ints.__getitem__, result.accepted_index.tolist()))
+    else:
+        accepted = wanted.intersection(e.event_id.int for e in result.accepted)
+    copies: set[int] = set()
+    seen: set[int] = set()
+    for position, value in enumerate(late_ints):
+        if value in accepted or value in seen:
+            copies.add(position)
+        seen.add(value)
+    return copies
+
+
 STORED_LATE_EVENTS = """
 SELECT DISTINCT toString(event_id) AS stored_id
 FROM usage_events
@@ -416,7 +435,8 @@ class ClickHouseSink:
             self._recount_late(result)
 
     def drop_stored_late(self, result: BatchResult) -> int:
-        """Count as duplicates the late events the audit trail already holds (a re-ingested file).
+        """Count as duplicates the late events the audit trail already holds (a re-ingested file),
+        and late copies of events this batch itself holds (at-least-once copies in one batch).
 
         On-time events are recognised by the key's state; an event of a minute closed long ago
         only by the audit trail. One query per batch with late events, by key and time range.
@@ -427,9 +447,10 @@ class ClickHouseSink:
         ids = [str(e.event_id) for e in result.late]
         params = {"keys": sorted(set(keys)), "since": min(minutes), "until": max(minutes) + 60, "ids": ids}
         stored = {row["stored_id"] for row in self.backend.query(STORED_LATE_EVENTS, params)}
-        if not stored:
+        copies = _copies_in_batch(result)
+        if not stored and not copies:
             return 0
-        keep = [i for i, event_id in enumerate(ids) if event_id not in stored]
+        keep = [i for i, event_id in enumerate(ids) if event_id not in stored and i not in copies]
         result.duplicates += len(ids) - len(keep)
         result.late = [result.late[i] for i in keep]
         result.late_index = result.late_index[keep] if len(result.late_index) else result.late_index

@@ -74,3 +74,9 @@ def test_a_late_use_just_before_the_hour_still_gets_that_hour_its_signal():
     as_arrived = _final_signals([after, before])
     assert as_arrived == _final_signals([before, after])
     assert sorted(s.window_start for s in as_arrived.values()) == [START, START + timedelta(hours=1)]
+
+
+def test_uses_at_the_same_millisecond_give_the_same_signal_in_any_order():
+    a = event("key_z", START + timedelta(minutes=3), ip="203.0.113.4", outcome=Outcome.EXPIRED)
+    b = event("key_z", START + timedelta(minutes=3), ip="198.51.100.8", outcome=Outcome.REVOKED, status=401)
+    assert _final_signals([a, b]) == _final_signals([b, a])
