@@ -87,6 +87,8 @@ class DecodedBatch:
     events: list[UsageEvent] = field(default_factory=list)
     positions: list[tuple[int, int]] = field(default_factory=list)
     """(partition, offset) of each event's record; the events of one envelope share it."""
+    indexes: list[int | None] = field(default_factory=list)
+    """Each event's position inside its envelope (None for a single-event record), for the DLQ."""
     rejected: list[Rejected] = field(default_factory=list)
     records: int = 0
     envelopes: int = 0
@@ -177,9 +179,11 @@ def _finish(batch: DecodedBatch, events: list[Any], positions: list[tuple[int, i
     if not suspects:
         batch.events = events
         batch.positions = positions
+        batch.indexes = [source[2] for source in sources]
         return
     keep_events: list[Any] = []
     keep_positions: list[tuple[int, int]] = []
+    keep_indexes: list[int | None] = []
     for i, event in enumerate(events):
         fixed = suspects.get(i, event)
         if fixed is _TOO_OLD:
@@ -191,6 +195,7 @@ def _finish(batch: DecodedBatch, events: list[Any], positions: list[tuple[int, i
         if fixed is not _SUSPECT:
             keep_events.append(fixed)
             keep_positions.append(positions[i])
+            keep_indexes.append(sources[i][2])
             continue
         source, lazy, index = sources[i]
         event_bytes = source if lazy is None else bytes(_raw_envelope.decode(source).events[lazy])
@@ -202,8 +207,10 @@ def _finish(batch: DecodedBatch, events: list[Any], positions: list[tuple[int, i
             continue
         keep_events.append(judged)
         keep_positions.append(positions[i])
+        keep_indexes.append(index)
     batch.events = keep_events
     batch.positions = keep_positions
+    batch.indexes = keep_indexes
 
 
 _SUSPECT: Any = object()

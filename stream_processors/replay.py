@@ -2,7 +2,9 @@
 
 The raw log (`usage_events`) is the source of truth. Replay truncates the derived ClickHouse
 tables, runs the same core over the on-time events in (key, event time) order, writes the
-outputs through the same sink, and re-applies last used to the key store from scratch.
+outputs through the same sink, recounts from the log the minutes that hold late events (as the
+sink did when each arrived), and re-applies last used to the key store from scratch. The
+`secret_exposed` signals stay: they were raised on secrets the stored events no longer hold.
 Run it with the worker stopped (in embedded mode the server owns chDB: stop it first).
 
 Marks "expected" (`detector_feedback`, not derived: kept) are taught where they were taught live:
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from keytrail.schemas.signals import SignalKind
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.sql import load_query
 from keytrail.sql.backends import ClickHouseBackend
@@ -28,6 +31,10 @@ from keytrail.stream_processors.state_stores import InMemoryStates
 
 DERIVED_TABLES = ("key_usage_minute", "key_last_used", "signals")
 """Everything the stream derives from the raw log (rollup views follow these tables)."""
+
+KEPT_SIGNAL_KINDS = (SignalKind.SECRET_EXPOSED.value,)
+"""Signals the raw log cannot give again: the stream raised them on the secret it then redacted
+from the event, so the stored event no longer holds it. Replay keeps them."""
 
 
 
@@ -57,6 +64,10 @@ def replay(
     and minutes close exactly where they closed in the stream.
     """
     for table in DERIVED_TABLES:
+        if table == "signals":
+            kept = ", ".join(f"'{kind}'" for kind in KEPT_SIGNAL_KINDS)  # enum values of the contract, not input
+            clickhouse.command(f"ALTER TABLE signals DELETE WHERE kind NOT IN ({kept}) SETTINGS mutations_sync = 2")
+            continue
         clickhouse.command(f"TRUNCATE TABLE IF EXISTS {table}")
     if keystore is not None:
         keystore.reset_last_used()
@@ -66,6 +77,7 @@ def replay(
     teacher = FeedbackTeacher(detectors)
     marks = _marks_by_key(clickhouse, teacher)
     query = load_query("replay_usage_events")
+    late_query = load_query("replay_late_minutes")
     after_key = ""
     while True:
         rows = clickhouse.query(query, {"after_key": after_key, "max_keys": keys_per_chunk})
@@ -87,6 +99,9 @@ def replay(
                 report.last_used_applied += projector.apply(result.last_used)
             report.minutes += len(result.minutes)
             report.signals += len(result.signals)
+        # The stream recounted each late event's minute from the audit trail (late events included).
+        late = clickhouse.query(late_query, {"keys": sorted({row["key_id"] for row in rows})})
+        sink.recount_minutes([row["key_id"] for row in late], [int(row["minute"]) for row in late])
         report.keys += len(states)
         report.events += len(events)
         after_key = rows[-1]["key_id"]

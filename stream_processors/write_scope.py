@@ -30,12 +30,14 @@ def refuse_out_of_scope(
         return []
     refused_at = {refusal.position: refusal for refusal in refusals}
     rejected = []
+    indexes = batch.indexes if len(batch.indexes) == len(batch.events) else [None] * len(batch.events)
     for position, refusal in refused_at.items():
         partition, offset = batch.positions[position]
         payload = msgspec.json.encode(batch.events[position])
-        rejected.append(Rejected(payload, refusal.reason, refusal.code, partition, offset))
+        rejected.append(Rejected(payload, refusal.reason, refusal.code, partition, offset, indexes[position]))
     batch.events = [e for i, e in enumerate(batch.events) if i not in refused_at]
     batch.positions = [p for i, p in enumerate(batch.positions) if i not in refused_at]
+    batch.indexes = [x for i, x in enumerate(indexes) if i not in refused_at]
     return rejected
 
 

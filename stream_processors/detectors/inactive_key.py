@@ -10,7 +10,7 @@ from keytrail.schemas.usage import KeyUsageEvent, Outcome
 from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
 from keytrail.stream_processors.detectors.dedupe import claim_window
-from keytrail.stream_processors.detectors.event_time import MINUTE_MS, minute_text
+from keytrail.stream_processors.detectors.event_time import MINUTE_MS, minute_text, window_of
 from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
 
 INACTIVE_OUTCOMES: dict[Outcome, Severity] = {
@@ -35,9 +35,10 @@ class InactiveKeyThresholds:
 
 
 class InactiveKeyDetector:
-    """Fires on the first request of a window whose outcome says the key is revoked, expired or disabled.
+    """Fires on the earliest request of a window whose outcome says the key is revoked, expired or disabled.
 
-    Its memory is empty until it fires once (then just the end of the last signalled window).
+    Its memory is empty until it fires once (then the end of the last signalled window and the
+    time of the use reported in each of the last two).
     """
 
     name = "use_of_inactive_key"
@@ -62,11 +63,44 @@ class InactiveKeyDetector:
             severity = INACTIVE_OUTCOMES[outcome]
             memory = state.detector_state.setdefault(self.name, {})
             at_ms = epoch_ms(event.occurred_at)
-            window_start = claim_window(memory, at_ms, self._window_ms)
+            window_start = self._claim(memory, at_ms, str(event.event_id))
             if window_start is None:
                 continue
             signals.append(self._signal(key_id, state, event, severity, at_ms, window_start))
         return signals
+
+    def _claim(self, memory: dict, at_ms: int, event_id: str) -> int | None:
+        """The start of `at_ms`'s window if this use is the earliest seen in it (by event time,
+        then event id text).
+
+        The signal describes the window's earliest use, not the first to arrive: an earlier use
+        arriving later (within the allowed lateness) raises the window's signal again, same id,
+        so a stream and a replay of it (which reads the log in event-time order) end with the same
+        row. `"w"` holds [window start, time, event id] of the use reported in each of the last two
+        windows signalled.
+        """
+        window = self._window_ms
+        reported = memory.get("w")
+        if reported is None:  # first signal, or memory from before "w" existed: claim as before
+            start = claim_window(memory, at_ms, window)
+            if start is not None:
+                memory["w"] = [[start, at_ms, event_id]]
+            return start
+        start = window_of(at_ms, window)
+        for entry in reported:
+            if entry[0] == start:
+                if (at_ms, event_id) >= (entry[1], entry[2]):
+                    return None
+                entry[1], entry[2] = at_ms, event_id
+                return start
+        newest_end = memory.get("x", 0)
+        if start < newest_end - 2 * window:  # beyond any allowed lateness: as before, not raised again
+            return None
+        memory["x"] = max(newest_end, start + window)
+        reported.append([start, at_ms, event_id])
+        reported.sort()
+        del reported[:-2]
+        return start
 
     def _signal(
         self, key_id: str, state: KeyState, event: KeyUsageEvent, severity: Severity, at_ms: int, window_start: int

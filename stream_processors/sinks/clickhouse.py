@@ -20,6 +20,7 @@ from keytrail.schemas.timestamps import format_utc_millis
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.sql.backends import ClickHouseBackend, ClickHouseUnavailable
 from keytrail.stream_processors.core.aggregate import BatchResult, MinuteRows, MinuteUsage
+from keytrail.stream_processors.core.columns import RAW_FIELDS
 from keytrail.stream_processors.core.state import OUTCOME_ORDER
 
 log = logging.getLogger(__name__)
@@ -108,23 +109,8 @@ _UINT64 = pa.uint64()
 _OUTCOMES = ("ok", "denied", "invalid", "expired", "revoked", "disabled", "rate_limited", "error")
 """The `outcome_*` columns of key_usage_minute, in table order."""
 
-_EVENT_COLUMNS = (
-    "event_id",
-    "occurred_at",
-    "key_id",
-    "project_id",
-    "service",
-    "method",
-    "route",
-    "status",
-    "outcome",
-    "latency_ms",
-    "request_bytes",
-    "response_bytes",
-    "client_ip",
-    "user_agent",
-    "request_id",
-)
+_EVENT_COLUMNS = RAW_FIELDS
+"""The `usage_events` columns an event fills, in table order (`on_time` is the sink's own)."""
 _event_getters = tuple(attrgetter(name) for name in _EVENT_COLUMNS)
 _event_items = tuple(itemgetter(name) for name in _EVENT_COLUMNS)
 _instance_dict = attrgetter("__dict__")
@@ -365,6 +351,25 @@ def late_minutes(result: BatchResult) -> tuple[list[str], list[int]]:
     return [k for k, _ in pairs], [m for _, m in pairs]
 
 
+def _copies_in_batch(result: BatchResult) -> set[int]:
+    """Positions in `result.late` of copies of events the batch itself holds: one accepted in it (its
+    copy came after newer events), or a late event seen earlier in it (the first late copy stays)."""
+    late_ints = [e.event_id.int for e in result.late]
+    wanted = set(late_ints)
+    if result.columns is not None:
+        ints = result.columns.event_int
+        accepted = wanted.intersection(map(ints.__getitem__, result.accepted_index.tolist()))
+    else:
+        accepted = wanted.intersection(e.event_id.int for e in result.accepted)
+    copies: set[int] = set()
+    seen: set[int] = set()
+    for position, value in enumerate(late_ints):
+        if value in accepted or value in seen:
+            copies.add(position)
+        seen.add(value)
+    return copies
+
+
 STORED_LATE_EVENTS = """
 SELECT DISTINCT toString(event_id) AS stored_id
 FROM usage_events
@@ -430,7 +435,8 @@ class ClickHouseSink:
             self._recount_late(result)
 
     def drop_stored_late(self, result: BatchResult) -> int:
-        """Count as duplicates the late events the audit trail already holds (a re-ingested file).
+        """Count as duplicates the late events the audit trail already holds (a re-ingested file),
+        and late copies of events this batch itself holds (at-least-once copies in one batch).
 
         On-time events are recognised by the key's state; an event of a minute closed long ago
         only by the audit trail. One query per batch with late events, by key and time range.
@@ -441,9 +447,10 @@ class ClickHouseSink:
         ids = [str(e.event_id) for e in result.late]
         params = {"keys": sorted(set(keys)), "since": min(minutes), "until": max(minutes) + 60, "ids": ids}
         stored = {row["stored_id"] for row in self.backend.query(STORED_LATE_EVENTS, params)}
-        if not stored:
+        copies = _copies_in_batch(result)
+        if not stored and not copies:
             return 0
-        keep = [i for i, event_id in enumerate(ids) if event_id not in stored]
+        keep = [i for i, event_id in enumerate(ids) if event_id not in stored and i not in copies]
         result.duplicates += len(ids) - len(keep)
         result.late = [result.late[i] for i in keep]
         result.late_index = result.late_index[keep] if len(result.late_index) else result.late_index
@@ -451,7 +458,11 @@ class ClickHouseSink:
 
     def _recount_late(self, result: BatchResult) -> None:
         """Late events are in the audit trail now: rewrite their minutes' full rows from it."""
-        keys, minutes = late_minutes(result)
+        self.recount_minutes(*late_minutes(result))
+
+    def recount_minutes(self, keys: list[str], minutes: list[int]) -> None:
+        """Rewrite the full rows of the (key, minute) pairs `keys[i], minutes[i]` from the audit trail
+        (what a late event's minute gets; replay does the same for the minutes of stored late events)."""
         if not keys:
             return
         params = {"keys": sorted(set(keys)), "since": min(minutes), "until": max(minutes) + 60,

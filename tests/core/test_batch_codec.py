@@ -161,3 +161,24 @@ def test_an_event_older_than_the_audit_trail_keeps_is_refused_with_its_reason():
     assert len(batch.events) == 1
     (refused,) = batch.rejected
     assert (refused.offset, refused.code) == (1, "beyond_retention") and "400 days" in refused.reason
+
+
+def test_each_event_keeps_its_place_in_its_envelope():
+    lines = [_line(i, None) for i in range(5)]
+    batch = decode_batch([(lines[0], 0, 1), (encode_envelope(lines[1:4]), 0, 2), (lines[4], 0, 3)])
+    assert batch.indexes == [None, 0, 1, 2, None]
+    lax = decode_batch([(encode_envelope([lines[0], _line(98, 0), lines[1]]), 0, 7)])  # judged one by one
+    assert lax.indexes == [0, 2] and lax.positions == [(0, 7)] * 2
+
+
+def test_an_out_of_scope_event_inside_an_envelope_is_refused_with_its_place():
+    """Another project's key inside an envelope: dead-lettered with the envelope's offset and its
+    index (as a malformed event is), its neighbours kept with their own places."""
+    from keytrail.stream_processors.write_scope import refuse_out_of_scope
+
+    events = [usage_event("key_mine", seconds=i, event_id=uuid.UUID(int=i + 1, version=4)) for i in range(3)]
+    events[1] = usage_event("key_theirs", seconds=1, event_id=uuid.UUID(int=9, version=4))
+    batch = decode_batch([(encode_envelope([encode_usage_event(e) for e in events]), 2, 55)])
+    (refused,) = refuse_out_of_scope(batch, {"key_mine": "proj_a", "key_theirs": "proj_other"}, lambda _p: False)
+    assert (refused.partition, refused.offset, refused.index) == (2, 55, 1)
+    assert [e.key_id for e in batch.events] == ["key_mine", "key_mine"] and batch.indexes == [0, 2]

@@ -39,3 +39,44 @@ def test_ok_traffic_and_other_refusals_never_fire_and_leave_no_memory():
     signals, states = run([InactiveKeyDetector()], events)
     assert signals == []
     assert "use_of_inactive_key" not in states["key_ok"].detector_state
+
+
+def _final_signals(events, batch_size: int = 1) -> dict:
+    """Signals by id as the signals table keeps them (the last raised wins), events in arrival order."""
+    from keytrail.stream_processors.core.aggregate import UsageAggregator
+    from keytrail.stream_processors.state_stores import InMemoryStates
+
+    core = UsageAggregator(allowed_lateness_s=300, detectors=[InactiveKeyDetector()])
+    states = InMemoryStates()
+    final = {}
+    for begin in range(0, len(events), batch_size):
+        for signal in core.process(events[begin : begin + batch_size], states).signals:
+            final[signal.signal_id] = signal
+    return final
+
+
+def test_the_signal_describes_the_earliest_use_of_the_window_whatever_arrives_first():
+    """A replay reads the log in event-time order; the stream got an earlier use late (within the
+    allowed lateness). Both must end with the same row: the window's earliest use."""
+    early = event("key_x", START + timedelta(minutes=10), ip="203.0.113.1", outcome=Outcome.REVOKED, status=401)
+    later_use = event("key_x", START + timedelta(minutes=12), ip="198.51.100.2", outcome=Outcome.DISABLED)
+    in_time_order = _final_signals([early, later_use])
+    as_arrived = _final_signals([later_use, early])
+    assert in_time_order == as_arrived
+    (signal,) = as_arrived.values()
+    assert signal.severity is Severity.CRITICAL and signal.evidence["ips"] == ["203.0.113.1"]
+    assert signal.detected_at == early.occurred_at
+
+
+def test_a_late_use_just_before_the_hour_still_gets_that_hour_its_signal():
+    before = event("key_y", START + timedelta(minutes=58), outcome=Outcome.EXPIRED)
+    after = event("key_y", START + timedelta(minutes=61), outcome=Outcome.REVOKED, status=401)
+    as_arrived = _final_signals([after, before])
+    assert as_arrived == _final_signals([before, after])
+    assert sorted(s.window_start for s in as_arrived.values()) == [START, START + timedelta(hours=1)]
+
+
+def test_uses_at_the_same_millisecond_give_the_same_signal_in_any_order():
+    a = event("key_z", START + timedelta(minutes=3), ip="203.0.113.4", outcome=Outcome.EXPIRED)
+    b = event("key_z", START + timedelta(minutes=3), ip="198.51.100.8", outcome=Outcome.REVOKED, status=401)
+    assert _final_signals([a, b]) == _final_signals([b, a])

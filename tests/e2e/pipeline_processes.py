@@ -131,3 +131,27 @@ def consume_all(bootstrap: str, topic: str, *, idle_seconds: float = 2.0, max_se
     finally:
         consumer.close()
     return messages
+
+
+def start_group_at_the_end(bootstrap: str, group_id: str, topic: str, partitions: int) -> int:
+    """Commit `topic`'s current end for `group_id`, so its consumer reads only what is produced next
+    (the session's topic holds other tests' records); returns the sum of those offsets."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    try:
+        def watermark(partition: int) -> int | None:
+            try:
+                return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+            except KafkaException:  # a topic just created: no leader elected yet
+                return None
+
+        ends = [TopicPartition(topic, p, wait_until(lambda p=p: _found(watermark(p)), 60, f"a leader for {topic}[{p}]")[0])
+                for p in range(partitions)]
+        consumer.commit(offsets=ends, asynchronous=False)
+        return sum(tp.offset for tp in ends)
+    finally:
+        consumer.close()
+
+
+def _found(value: int | None) -> tuple[int] | None:
+    """`value` in a truthy box (an offset of 0 is found too), for `wait_until`."""
+    return None if value is None else (value,)
