@@ -43,6 +43,9 @@ class CycleReport:
     resolved: list[Alert] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    """Idle / never-used / expiring signals a scan found (the live-mode driver of the evaluation
+    the watermark runs in event time); the caller records them like the stream's signals."""
 
 
 class AlertEngine:
@@ -110,8 +113,11 @@ class AlertEngine:
         now = to_utc_millis(now or self._clock())
         keys = self.keystore.list_keys()
         usage = self.usage.requests_on_day(now, [k.id for k in keys if k.quota]) if self.usage else {}
-        findings, clears, disable = pure.scan_keys(keys, usage, now, self.rules)
-        return self._cycle(None, findings, clears, disable, now)
+        signals = pure.scan_signals(keys, now, self.rules)
+        findings, clears, disable = pure.scan_keys(keys, usage, now, self.rules, signals)
+        report = self._cycle(None, findings, clears, disable, now)
+        report.signals = [signal for found in signals.values() for signal in found]
+        return report
 
     # ----------------------------------------------------------------- people
 

@@ -68,10 +68,13 @@ class OpenMinuteIndex:
 class PartitionClock:
     """One partition's stream time (newest event time seen, ms) and its index of open minutes."""
 
-    __slots__ = ("index", "last_arrival_ms", "stream_ms")
+    __slots__ = ("event_ms", "index", "last_arrival_ms", "stream_ms")
 
     def __init__(self) -> None:
         self.stream_ms = 0
+        """What closes minutes: the newest event time, or the wall clock of a quiet partition (live)."""
+        self.event_ms = 0
+        """The newest event time seen, never the wall clock: what event-time evaluations read."""
         self.index = OpenMinuteIndex()
         self.last_arrival_ms: int | None = None
         """Wall clock of the last batch with events (live mode only; None in a replay)."""
@@ -101,10 +104,16 @@ class StreamTimes:
         clock = self.of(partition)
         if newest_event_ms > clock.stream_ms:
             clock.stream_ms = newest_event_ms
+        if newest_event_ms > clock.event_ms:
+            clock.event_ms = newest_event_ms
 
     def watermark_ms(self, partition: int = EMBEDDED_PARTITION) -> int:
         """Newest event time seen in the partition minus the allowed lateness."""
         return self.of(partition).stream_ms - self.allowed_lateness_ms
+
+    def event_watermark_ms(self, partition: int = EMBEDDED_PARTITION) -> int:
+        """The watermark of event times alone (the wall clock of live mode left out)."""
+        return self.of(partition).event_ms - self.allowed_lateness_ms
 
     def closing_horizon_s(self, partition: int) -> int:
         """Minutes starting at or before this (epoch seconds) are past the watermark: they close."""
@@ -133,7 +142,7 @@ class StreamTimes:
         clock = self.partitions[partition] = PartitionClock()
         for key_id, state in states:
             if state.watermark_ms > clock.stream_ms:
-                clock.stream_ms = state.watermark_ms
+                clock.stream_ms = clock.event_ms = state.watermark_ms
             clock.index.note(key_id, state)
 
     def drop(self, partition: int) -> None:
