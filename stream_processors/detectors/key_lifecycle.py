@@ -44,6 +44,8 @@ class KeyFacts:
     key_id: str
     project_id: str
     active: bool
+    """Not revoked or disabled. An expired key counts as active before its expiry: in event time
+    (a backfill) it was; from `expires_ms` on, no condition holds for it any more."""
     created_ms: int
     expires_ms: int | None = None
     last_used_ms: int | None = None
@@ -54,7 +56,7 @@ class KeyFacts:
         return cls(
             key_id=record.id,
             project_id=record.project_id,
-            active=record.status is KeyStatus.ACTIVE,
+            active=record.status is KeyStatus.ACTIVE or record.status is KeyStatus.EXPIRED,
             created_ms=epoch_ms(record.created_at),
             expires_ms=epoch_ms(record.expires_at) if record.expires_at is not None else None,
             last_used_ms=epoch_ms(record.last_used_at) if record.last_used_at is not None else None,
@@ -64,7 +66,7 @@ class KeyFacts:
 
 def lifecycle_signals(key: KeyFacts, at_ms: int, thresholds: LifecycleThresholds) -> list[Signal]:
     """The idle / never-used / expiring-soon signals that hold for `key` at `at_ms` (active keys only)."""
-    if not key.active:
+    if not key.active or (key.expires_ms is not None and at_ms >= key.expires_ms):
         return []
     found: list[Signal] = []
     idle, never, expiring = thresholds.idle_days, thresholds.never_used_days, thresholds.expiring_within_days
@@ -178,6 +180,10 @@ class LifecycleWatch:
         for key in self.keys.values():
             self._schedule(key)
 
+    def remember(self, signal_ids: Iterable[str]) -> None:
+        """Signals raised before (by an earlier run, from the signal store): not raised again."""
+        self._raised.update(signal_ids)
+
     def used(self, key_id: str, last_used_ms: int) -> None:
         """The stream saw the key used: it may now go idle (it had no idle deadline before)."""
         key = self.keys.get(key_id)
@@ -185,7 +191,12 @@ class LifecycleWatch:
             self._schedule(replace(key, last_used_ms=last_used_ms))
 
     def advance(self, watermark_ms: int, last_used: LastUsedLookup) -> list[Signal]:
-        """Signals of the keys whose deadline is at or before `watermark_ms`."""
+        """Signals of the keys whose deadline is at or before `watermark_ms`.
+
+        Each key is evaluated at its deadline, the event time the watermark passed it: a batch
+        that moves the watermark by days (a backfill) still sees a seven-day expiry window it
+        jumped over, and the outcome does not depend on how the stream was cut into batches.
+        """
         heap, due_at = self._heap, self._due_at
         found: list[Signal] = []
         while heap and heap[0][0] <= watermark_ms:
@@ -198,11 +209,11 @@ class LifecycleWatch:
             if seen is not None and (key.last_used_ms is None or seen[0] > key.last_used_ms):
                 key = replace(key, last_used_ms=seen[0], last_used_ip=seen[1])
             self.keys[key_id] = key
-            for signal in lifecycle_signals(key, watermark_ms, self.thresholds):
+            for signal in lifecycle_signals(key, deadline, self.thresholds):
                 if signal.signal_id not in self._raised:
                     self._raised.add(signal.signal_id)
                     found.append(signal)
-            self._schedule(key, after=watermark_ms)
+            self._schedule(key, after=deadline)
         return found
 
     def _schedule(self, key: KeyFacts, after: int | None = None) -> None:
