@@ -131,7 +131,10 @@ class StreamTimes:
             return []
         moved = []
         for partition, clock in self.partitions.items():
-            quiet = clock.last_arrival_ms is None or now_ms - clock.last_arrival_ms >= self.allowed_lateness_ms
+            if clock.last_arrival_ms is None:  # first look (a start, a rebalance): quiet from now on, if it stays so
+                clock.last_arrival_ms = now_ms
+                continue
+            quiet = now_ms - clock.last_arrival_ms >= self.allowed_lateness_ms
             if quiet and now_ms > clock.stream_ms:
                 clock.stream_ms = now_ms
                 moved.append(partition)
