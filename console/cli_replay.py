@@ -19,6 +19,8 @@ def replay(
     from keytrail.settings import get_settings
     from keytrail.sql.backends import open_clickhouse
     from keytrail.sql.migrate import migrate
+    from keytrail.stream_processors.alerting import load_alert_rules
+    from keytrail.stream_processors.alerting.decide import lifecycle_thresholds
     from keytrail.stream_processors.detectors import default_detectors
     from keytrail.stream_processors.replay import DERIVED_TABLES
     from keytrail.stream_processors.replay import replay as run_replay
@@ -40,6 +42,7 @@ def replay(
                 store,
                 allowed_lateness_s=settings.allowed_lateness_seconds,
                 detectors=default_detectors(),
+                lifecycle=lifecycle_thresholds(load_alert_rules()),
                 progress=lambda r: status.update(f"replayed {r.events:,} events of {r.keys:,} keys"),
             )
     finally:
