@@ -25,7 +25,7 @@ from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.core.gc_pause import collector_paused
 from keytrail.stream_processors.core.stream_time import EMBEDDED_PARTITION, StreamTimes
 from keytrail.stream_processors.detectors import default_detectors
-from keytrail.stream_processors.detectors.key_lifecycle import KeyFacts, LifecycleWatch
+from keytrail.stream_processors.detectors.key_lifecycle import IdleGapDetector, KeyFacts, LifecycleWatch
 from keytrail.stream_processors.projector import LastUsedProjector
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
@@ -123,13 +123,16 @@ class EmbeddedPipeline:
         )
         self.keystore.publish_pending_events(self.audit_trail)  # whatever earlier processes left in the outbox
         self.states = SqliteStates(Path(settings.data_dir) / "core-state.db")
-        self.aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
+        thresholds = lifecycle_thresholds(load_alert_rules())
+        # The default detectors, and idle periods that ended (the watermark flags the ones still going).
+        self.aggregator = UsageAggregator(settings.allowed_lateness_seconds,
+                                          [*default_detectors(), IdleGapDetector(thresholds)])
         # Stream time: one partition; its watermark closes quiet keys' minutes and drives idle /
         # never-used / expiring in event time. Rebuilt from the stored states (newest event time,
         # open minutes), so a restart continues where the last run stopped.
         self.stream = StreamTimes(settings.allowed_lateness_seconds)
         self.stream.rebuild(EMBEDDED_PARTITION, self.states.items())
-        self.lifecycle = LifecycleWatch(lifecycle_thresholds(load_alert_rules()))
+        self.lifecycle = LifecycleWatch(thresholds)
         self.lifecycle.remember(row["id"] for row in self.clickhouse.query(RAISED_LIFECYCLE_SIGNALS))
         self._keys_loaded_at: float | None = None
         self._recorded_scan_signals: set[str] = set()
@@ -154,6 +157,7 @@ class EmbeddedPipeline:
         with collector_paused():
             result = self.aggregator.process(scrubbed.events, self.states, stream=self.stream)
             result.signals.extend(scrubbed.signals)
+            result.signals[:] = self.lifecycle.admit(result.signals)
             result.signals.extend(self._lifecycle_signals(result))
             self.sink.drop_stored_late(result)  # a re-ingest reports what was counted before as such
             self.sink.write_batch(result)

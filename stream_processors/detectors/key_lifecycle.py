@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 from keytrail.schemas.keys import KeyRecord, KeyStatus
 from keytrail.schemas.signals import Severity, Signal, SignalKind
@@ -24,6 +25,8 @@ from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.detectors.event_time import DAY_MS, minute_text
 from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
 
+_OCCURRED_AT = attrgetter("occurred_at")
+_LIFECYCLE_KINDS = frozenset({SignalKind.IDLE, SignalKind.NEVER_USED, SignalKind.EXPIRING_SOON})
 LastUsedLookup = Callable[[str], "tuple[int, str] | None"]
 """Key id -> (last use in event time, ms; its client IP), or None if never used."""
 
@@ -184,6 +187,18 @@ class LifecycleWatch:
         """Signals raised before (by an earlier run, from the signal store): not raised again."""
         self._raised.update(signal_ids)
 
+    def admit(self, signals: Iterable[Signal]) -> list[Signal]:
+        """A batch's signals without the lifecycle ones raised already (the watermark flagged a key
+        idle, then its events showed the same silence ending: one signal, not two)."""
+        kept = []
+        for signal in signals:
+            if signal.kind in _LIFECYCLE_KINDS:
+                if signal.signal_id in self._raised:
+                    continue
+                self._raised.add(signal.signal_id)
+            kept.append(signal)
+        return kept
+
     def used(self, key_id: str, last_used_ms: int) -> None:
         """The stream saw the key used: it may now go idle (it had no idle deadline before)."""
         key = self.keys.get(key_id)
@@ -244,3 +259,45 @@ class LifecycleWatch:
             if moment > after:
                 moments.append(moment)
         return min(moments) if moments else None
+
+
+class IdleGapDetector:
+    """Idle periods that ended: a key used again more than `idle_days` after its previous use.
+
+    The watermark flags a key that is idle now; this detector, from the key's own events, flags a
+    silence that the key's next use ended, with the same signal (same id, same words). Together
+    they make "was this key idle for N days" a fact of the key's events alone: however the stream
+    was cut into batches, and in a replay that reads one key at a time, the answer is the same.
+    Memory: `l` newest use (ms) and `i` its client IP (~40 bytes).
+    """
+
+    name = "idle_gap"
+
+    def __init__(self, thresholds: LifecycleThresholds | None = None) -> None:
+        days = (thresholds or LifecycleThresholds()).idle_days
+        self._days = days
+        self._idle_ms = days * DAY_MS if days is not None else None
+
+    def observe(self, key_id, state, events, closed_minutes):  # noqa: ANN001 - the Detector protocol
+        if not events or self._idle_ms is None:
+            return []
+        memory = state.detector_state.setdefault(self.name, {})
+        last, ip = memory.get("l", -1), memory.get("i", "")
+        latest = max(events, key=_OCCURRED_AT)  # C-level passes; Python per event only on the rare slow path
+        newest = epoch_ms(latest.occurred_at)
+        floor = last if last >= 0 else epoch_ms(min(events, key=_OCCURRED_AT).occurred_at)
+        signals: list[Signal] = []
+        if newest - floor > self._idle_ms:  # some silence in or before the batch reached the threshold
+            times = [epoch_ms(event.occurred_at) for event in events]
+            # Ties in time: the larger event id is the newest, as the core's last used has it.
+            for at_ms, event in sorted(zip(times, events, strict=True), key=lambda pair: (pair[0], str(pair[1].event_id))):
+                if at_ms < last:
+                    continue
+                if last >= 0 and at_ms - last > self._idle_ms:
+                    key = KeyFacts(key_id, state.project_id, True, 0, last_used_ms=last, last_used_ip=ip)
+                    signals.append(_idle(key, self._days))
+                last, ip = at_ms, event.client_ip
+        elif newest > last:
+            last, ip = newest, latest.client_ip
+        memory["l"], memory["i"] = last, ip
+        return signals
