@@ -36,7 +36,10 @@ from keytrail.sql.migrate import migrate
 from keytrail.stream_processors.core.aggregate import UsageAggregator
 from keytrail.stream_processors.core.state import KeyState
 from keytrail.stream_processors.core.stream_time import StreamTimes
+from keytrail.stream_processors.alerting.decide import lifecycle_thresholds
+from keytrail.stream_processors.alerting.rules import load_alert_rules
 from keytrail.stream_processors.detectors import default_detectors
+from keytrail.stream_processors.detectors.key_lifecycle import IdleGapDetector
 from keytrail.stream_processors.faust_batches import take_weighted
 from keytrail.stream_processors.faust_commit import (
     CommitHoleWatch,
@@ -183,7 +186,9 @@ def build_worker_app(settings: Settings) -> faust.App:
         use_partitioner=True, extra_topic_configs={"max.message.bytes": str(MAX_STATE_RECORD_BYTES)},
     )
     decoded_states: DecodedStates = {}
-    aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
+    # The default detectors, and idle periods a key's next use ended (in event time, like the embedded ingest).
+    lifecycle = lifecycle_thresholds(load_alert_rules())
+    aggregator = UsageAggregator(settings.allowed_lateness_seconds, [*default_detectors(), IdleGapDetector(lifecycle)])
     # Stream time per partition (live: a quiet partition follows the wall clock). One lock: the
     # agent's batches and the timer's closings never interleave on the same states.
     stream = StreamTimes(settings.allowed_lateness_seconds, live=True)
