@@ -191,7 +191,7 @@ def build_worker_app(settings: Settings) -> faust.App:
     aggregator = UsageAggregator(settings.allowed_lateness_seconds, [*default_detectors(), IdleGapDetector(lifecycle)])
     # Stream time per partition (live: a quiet partition follows the wall clock). One lock: the
     # agent's batches and the timer's closings never interleave on the same states.
-    stream = StreamTimes(settings.allowed_lateness_seconds, live=True)
+    stream_times = StreamTimes(settings.allowed_lateness_seconds, live=True)
     stream_generation = [None]
     core_lock = asyncio.Lock()
     backend = open_clickhouse(settings.clickhouse_url)
@@ -246,7 +246,7 @@ def build_worker_app(settings: Settings) -> faust.App:
             async with core_lock:  # the timer closing quiet minutes waits for the batch to finish
                 await follow_assignment()
                 overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
-                result = aggregator.process(events, overlay, positions, stream=stream)
+                result = aggregator.process(events, overlay, positions, stream=stream_times)
                 result.signals.extend(scrubbed.signals)
                 mark = counters.spent("core", mark)
                 outputs += [OutputRecord(last_used_name, record.key_id.encode(), record.model_dump_json().encode())
@@ -267,7 +267,7 @@ def build_worker_app(settings: Settings) -> faust.App:
                     newest = max(record.last_used_at for record in result.last_used).timestamp()
                     counters.lag_s = time.time() - newest
                 overlay.commit()
-                stream.arrived({partition for partition, _ in positions}, int(time.time() * 1000))
+                stream_times.arrived({partition for partition, _ in positions}, int(time.time() * 1000))
             counters.spent("state", mark)
             counters.batches += 1
             counters.events += len(result.accepted)
@@ -298,11 +298,11 @@ def build_worker_app(settings: Settings) -> faust.App:
             state = KeyState.from_bytes(raw)
             if state.source is not None and state.source[0] in owned:
                 rebuilt[state.source[0]].append((raw_key.decode(), state))
-        for partition in list(stream.partitions):
+        for partition in list(stream_times.partitions):
             if partition not in rebuilt:
-                stream.drop(partition)
+                stream_times.drop(partition)
         for partition, held in rebuilt.items():
-            stream.rebuild(partition, held)
+            stream_times.rebuild(partition, held)
 
     @app.timer(5.0)
     async def close_quiet_minutes() -> None:
@@ -311,10 +311,10 @@ def build_worker_app(settings: Settings) -> faust.App:
             return
         async with core_lock:
             await follow_assignment()
-            if not stream.tick(int(time.time() * 1000)):
+            if not stream_times.tick(int(time.time() * 1000)):
                 return
             overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
-            result = aggregator.advance(overlay, stream)
+            result = aggregator.advance(overlay, stream_times)
             outputs = [OutputRecord(signals_name, signal.key_id.encode(), signal.model_dump_json().encode())
                        for signal in result.signals]
             loop = asyncio.get_running_loop()
