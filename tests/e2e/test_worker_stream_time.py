@@ -19,7 +19,8 @@ from tests.factories import usage_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PARTITIONS = 2
+PARTITIONS = 4
+"""As the other end-to-end tests: the session shares one broker, whose topics keep the count they were made with."""
 
 
 def _produce(bootstrap: str, events) -> None:  # noqa: ANN001
