@@ -53,6 +53,7 @@ from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
 from keytrail.stream_processors.state_stores import DecodedStates, SerializedStateOverlay
 from keytrail.stream_processors.topics_admin import ensure_topics
+from keytrail.stream_processors.worker_lifecycle import RAISED_LIFECYCLE_SIGNALS, PartitionedLifecycle
 from keytrail.stream_processors.write_scope import owners_of, refuse_out_of_scope
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,11 @@ def build_worker_app(settings: Settings) -> faust.App:
     backend = open_clickhouse(settings.clickhouse_url)
     migrate(backend)
     sink = ClickHouseSink(backend)
-    key_owners = KeyOwners(partial(lookup_projects, create_store_engine(settings.keystore_url)))
+    keystore_engine = create_store_engine(settings.keystore_url)
+    key_owners = KeyOwners(partial(lookup_projects, keystore_engine))
+    # Idle / never used / expiring of the key store's keys on each owned partition's event watermark.
+    lifecycle_watch = PartitionedLifecycle(keystore_engine, partitions, lifecycle,
+                                           (row["id"] for row in backend.query(RAISED_LIFECYCLE_SIGNALS)))
     counters = WorkerCounters()
     app.keytrail_counters = counters  # type: ignore[attr-defined]
 
@@ -245,8 +250,10 @@ def build_worker_app(settings: Settings) -> faust.App:
             mark = counters.spent("decode", started)
             async with core_lock:  # the timer closing quiet minutes waits for the batch to finish
                 await follow_assignment()
+                await loop.run_in_executor(None, lifecycle_watch.refresh_if_due, set(stream_times.partitions))
                 overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
                 result = aggregator.process(events, overlay, positions, stream=stream_times)
+                result.signals[:] = lifecycle_watch.signals(result, overlay, stream_times)
                 result.signals.extend(scrubbed.signals)
                 mark = counters.spent("core", mark)
                 outputs += [OutputRecord(last_used_name, record.key_id.encode(), record.model_dump_json().encode())
