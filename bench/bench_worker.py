@@ -15,6 +15,8 @@ of events each loaded offset carries. Ratios are to the no-op agent of the same 
 from __future__ import annotations
 
 import argparse
+import bisect
+import json
 import os
 import platform
 import random
@@ -25,9 +27,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import bisect
-import json
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -179,6 +178,7 @@ def run(command: list[str], bootstrap: str, total: int, group: str, max_seconds:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         try:
             first_at = first_count = first_cpu = None
+            samples = 0
             last_cpu = 0.0
             last_at, last_count, peak_rss = time.monotonic(), 0, 0.0
             deadline = time.monotonic() + max_seconds
@@ -190,6 +190,8 @@ def run(command: list[str], bootstrap: str, total: int, group: str, max_seconds:
                 cpu = cpu_seconds(process.pid)
                 if count > 0 and first_at is None:
                     first_at, first_count, first_cpu = now, count, cpu
+                if count > last_count and first_at is not None and now > first_at:
+                    samples += 1
                 last_at, last_count, last_cpu = now, count, cpu
                 if count >= total:
                     break
@@ -201,7 +203,9 @@ def run(command: list[str], bootstrap: str, total: int, group: str, max_seconds:
     last_progress = progress[-1].split("worker progress: ")[1] if progress else ""
     if last_progress:
         print(f"  last progress line: {last_progress}")
-    if first_at is None or last_at == first_at:
+    if first_at is None or last_at == first_at or samples < 3:
+        print(f"  too fast to measure: {last_count:,} events counted within {samples} commit samples; "
+              "load more events (--envelope-events)", flush=True)
         return {"events": last_count, "events_per_s": 0.0, "rss_mb": peak_rss, "cpu_share": 0.0, "progress": last_progress}
     eps = (last_count - first_count) / (last_at - first_at)
     cpu_share = (last_cpu - first_cpu) / (last_at - first_at)
@@ -225,6 +229,10 @@ def main() -> None:
     parser.add_argument("--span-seconds", type=float, default=7200.0,
                         help="event-time span of the loaded events (small = a dense live stream)")
     parser.add_argument("--skip-single", action="store_true", help="only the envelope phase (1M-event runs)")
+    parser.add_argument("--envelope-events", type=int, default=None,
+                        help="events for the envelope phase (default: max(--events, 1,000,000), at the same "
+                             "events per key-minute: the span grows with the count). At 100k events/s, 150k "
+                             "events are done before the worker's first commit, so a rate cannot be measured")
     parser.add_argument("--json", action="store_true", help="print one final JSON object of the figures")
     args = parser.parse_args()
     worker = [sys.executable, "-m", "keytrail.console.cli", "worker"]
@@ -243,19 +251,23 @@ def main() -> None:
             rows["naive"] = run([sys.executable, "bench/naive_faust_agent.py", "worker", "-l", "warn"],
                                 broker.bootstrap, args.events, "bench-naive", args.naive_seconds, ledger)
             recreate_topic(broker.bootstrap)
+        envelope_events = args.envelope_events or max(args.events, 1_000_000)
+        if envelope_events != args.events:
+            encoded = generate(envelope_events, args.keys, args.span_seconds * envelope_events / args.events)
         started = time.monotonic()
         ledger = load_events(broker.bootstrap, encoded, envelopes=True)
         envelope_records = ledger.records
-        print(f"loaded {args.events:,} events as {envelope_records:,} envelopes in {time.monotonic() - started:.1f} s",
+        print(f"loaded {envelope_events:,} events as {envelope_records:,} envelopes in {time.monotonic() - started:.1f} s",
               flush=True)
-        rows["worker_envelopes"] = run(worker, broker.bootstrap, args.events, "bench-envelopes", 900, ledger)
+        rows["worker_envelopes"] = run(worker, broker.bootstrap, envelope_events, "bench-envelopes", 900, ledger)
     noop_eps = rows.get("faust_noop", {}).get("events_per_s", 0.0)
     figures = {
         "bench": "worker",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {os.cpu_count()} cpus, Python {platform.python_version()}",
         "events": args.events, "keys": args.keys, "span_seconds": args.span_seconds, "partitions": PARTITIONS,
-        "mean_envelope_events": round(args.events / envelope_records, 1),
+        "envelope_events": envelope_events,
+        "mean_envelope_events": round(envelope_events / envelope_records, 1),
         **{f"{name}_eps": round(row["events_per_s"]) for name, row in rows.items()},
         **{f"{name}_cpu_us_per_event": round(row.get("cpu_us_per_event", 0.0), 2) for name, row in rows.items()},
         **{f"{name}_peak_rss_mb": round(row["rss_mb"]) for name, row in rows.items()},

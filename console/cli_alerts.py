@@ -172,3 +172,41 @@ def _done(alert: Alert, as_json: bool, verb: str) -> None:
         print(json.dumps(alert.model_dump(mode="json"), indent=2))
     else:
         out.print(f"{verb} {alert.alert_id} ({alert.rule} on {alert.key_id})")
+
+
+@alerts_app.command("mark-expected")
+def mark_expected(
+    alert_id: Annotated[str, typer.Argument(help="the alert id (alt_…)")],
+    reason: Annotated[str, typer.Option(help="why it was expected, kept in the audit trail")] = "",
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mark an alert as expected: every signal it was built on teaches its detector (for that key),
+    the key's audit trail records it, and the alert is resolved."""
+    from urllib.parse import quote
+
+    from keytrail.console.cli_signals import (
+        feedback_errors,
+        mark_over_console,
+        opened_feedback_stores,
+        print_marks,
+    )
+    from keytrail.console.feedback import mark_alert_expected
+    from keytrail.keystore.caller import Caller
+
+    served = mark_over_console(f"/v1/alerts/{quote(alert_id, safe='')}/expected", reason)
+    if served is not None:  # `keytrail serve` owns the store
+        print_marks(served, as_json)
+        return
+
+    @feedback_errors
+    @one_line_errors
+    def run() -> None:
+        with opened_feedback_stores() as (clickhouse, keystore):
+            engine = AlertEngine(ClickHouseAlertStore(clickhouse))
+            outcome = mark_alert_expected(
+                clickhouse, keystore, engine, Caller.admin(actor or _default_actor()), alert_id, reason=reason
+            )
+        print_marks(outcome.public(), as_json)
+
+    run()

@@ -26,10 +26,14 @@ from keytrail.stream_processors.core.gc_pause import collector_paused
 from keytrail.stream_processors.core.stream_time import EMBEDDED_PARTITION, StreamTimes
 from keytrail.stream_processors.detectors import default_detectors
 from keytrail.stream_processors.detectors.key_lifecycle import IdleGapDetector, KeyFacts, LifecycleWatch
+from keytrail.stream_processors.feedback_store import ClickHouseFeedbackSource, FeedbackApplier
 from keytrail.stream_processors.projector import LastUsedProjector
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
 from keytrail.stream_processors.state_stores import SqliteStates
+
+EMBEDDED_FEEDBACK_POLL_SECONDS = 30.0
+"""How often the embedded pipeline re-reads `detector_feedback` for marks stored by other processes."""
 
 
 RAISED_LIFECYCLE_SIGNALS = (
@@ -136,6 +140,9 @@ class EmbeddedPipeline:
         self.lifecycle.remember(row["id"] for row in self.clickhouse.query(RAISED_LIFECYCLE_SIGNALS))
         self._keys_loaded_at: float | None = None
         self._recorded_scan_signals: set[str] = set()
+        # Marks made in this process are handed over at once (notify); others are read at start and polled.
+        self.feedback_source = ClickHouseFeedbackSource(self.clickhouse, poll_seconds=EMBEDDED_FEEDBACK_POLL_SECONDS)
+        self.feedback = FeedbackApplier(self.feedback_source, self.aggregator.detectors, owns_every_key=True)
         self.sink = ClickHouseSink(self.clickhouse)
         self.projector = LastUsedProjector(self.keystore)
         self.alerts: AlertEngine | None = None
@@ -155,6 +162,7 @@ class EmbeddedPipeline:
         scrubbed = scrub_events(events)  # no secret reaches a table; each leak raises secret_exposed
         self.secrets_redacted = getattr(self, "secrets_redacted", 0) + scrubbed.redacted_events
         with collector_paused():
+            self.feedback.apply(scrubbed.events, self.states)  # marks "expected" teach before the events
             result = self.aggregator.process(scrubbed.events, self.states, stream=self.stream)
             result.signals.extend(scrubbed.signals)
             result.signals[:] = self.lifecycle.admit(result.signals)

@@ -349,6 +349,19 @@ class KeyLifecycleOperations(KeyRecords):
         self._publish([event])
         return record
 
+    def note_marked_expected(self, key_id: str, *, caller: Caller, reason: str) -> KeyLifecycleEvent:
+        """Record in the key's audit trail that one of its signals was marked expected (the record is
+        unchanged; `before` and `after` stay empty). Refused like a change outside the caller's project."""
+        now = self._clock()
+        with self._writing() as connection:
+            row = self._locked_row(connection, key_id)
+            caller.check_write(key_id, row.project_id)
+            event = self._log_event(
+                connection, record_from_row(row), LifecycleAction.MARKED_EXPECTED, caller.actor, reason, None, None, now
+            )
+        self._publish([event])
+        return event
+
     def sweep(self, now: datetime | None = None) -> SweepReport:
         """Mark keys past `expires_at` as expired and revoke rotated keys past `grace_until`.
 

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     ingest_key: SecretStr | None = Field(
         default=None, description="KeyTrail key with the ingest scope, for HTTP emitters and remote verification"
     )
+    api_key: SecretStr | None = Field(
+        default=None, description="KeyTrail key the CLI sends to a running console for admin actions "
+        "(marking signals expected); default: the embedded DATA_DIR/admin.key"
+    )
     key_env: str = Field(default="live", pattern=r"^[a-z0-9]{1,10}$", description="the <env> in kt_<env>_…")
     api_url: str = Field(default="http://127.0.0.1:8477", description="where `keytrail serve` listens")
     worker_batch_size: int = Field(default=5000, ge=1, description="most Kafka records in one worker batch")

@@ -22,6 +22,8 @@ class LifecycleAction(StrEnum):
     REVOKED = "revoked"
     EXPIRED = "expired"
     PURGED = "purged"
+    MARKED_EXPECTED = "marked_expected"
+    """A signal (or alert) of the key was marked expected: its detector learnt it (record unchanged)."""
 
 
 class KeyLifecycleEvent(BaseModel):
@@ -38,4 +40,5 @@ class KeyLifecycleEvent(BaseModel):
     actor: str = Field(max_length=200)
     reason: str = Field(default="", max_length=1000)
     before: dict[str, Any] | None = None
+    """The public record before the change; None when created, and for marks that change no record."""
     after: dict[str, Any] | None = None

@@ -48,6 +48,7 @@ from keytrail.stream_processors.faust_commit import (
     read_offset_range,
     use_deduplicating_ack_consumer,
 )
+from keytrail.stream_processors.feedback_store import ClickHouseFeedbackSource, FeedbackApplier
 from keytrail.stream_processors.outputs import BatchPublisher, OutputRecord
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
@@ -64,6 +65,9 @@ MAX_STATE_RECORD_BYTES = 8 * 1024 * 1024
 """Largest key-state changelog record the worker may write (Faust's default, 1 MB, crashed the
 worker on a hot key whose open minutes held ~45k event ids); the core bounds its dedupe memory
 well below this (MAX_EVENT_IDS_PER_KEY)."""
+
+WORKER_FEEDBACK_POLL_SECONDS = 1.0
+"""How often the worker reads new marks from `detector_feedback` (at a batch start)."""
 
 DLQ_REASON_HEADER = "keytrail-reason"
 DLQ_CODE_HEADER = "keytrail-error-code"
@@ -198,6 +202,7 @@ def build_worker_app(settings: Settings) -> faust.App:
     backend = open_clickhouse(settings.clickhouse_url)
     migrate(backend)
     sink = ClickHouseSink(backend)
+    feedback = FeedbackApplier(ClickHouseFeedbackSource(backend, WORKER_FEEDBACK_POLL_SECONDS), aggregator.detectors)
     keystore_engine = create_store_engine(settings.keystore_url)
     key_owners = KeyOwners(partial(lookup_projects, keystore_engine))
     # Idle / never used / expiring of the key store's keys on each owned partition's event watermark.
@@ -252,6 +257,7 @@ def build_worker_app(settings: Settings) -> faust.App:
                 await follow_assignment()
                 await loop.run_in_executor(None, lifecycle_watch.refresh_if_due, set(stream_times.partitions))
                 overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
+                feedback.apply(events, overlay)  # marks "expected" teach their keys before the batch's events
                 result = aggregator.process(events, overlay, positions, stream=stream_times)
                 result.signals[:] = lifecycle_watch.signals(result, overlay, stream_times)
                 result.signals.extend(scrubbed.signals)

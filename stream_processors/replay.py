@@ -4,6 +4,10 @@ The raw log (`usage_events`) is the source of truth. Replay truncates the derive
 tables, runs the same core over the on-time events in (key, event time) order, writes the
 outputs through the same sink, and re-applies last used to the key store from scratch.
 Run it with the worker stopped (in embedded mode the server owns chDB: stop it first).
+
+Marks "expected" (`detector_feedback`, not derived: kept) are taught where they were taught live:
+before the key's first event after the mark's `applies_after`, so the marked signal is raised again
+and what followed the mark is judged as it was (see `feedback_store`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.sql import load_query
 from keytrail.sql.backends import ClickHouseBackend
 from keytrail.stream_processors.core.aggregate import BatchResult, Detector, UsageAggregator
+from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.detectors.key_lifecycle import KeyFacts, LifecycleThresholds, LifecycleWatch
+from keytrail.stream_processors.detectors.teaching import FeedbackTeacher, MarkedExpected
+from keytrail.stream_processors.feedback_store import FeedbackStore
 from keytrail.stream_processors.projector import LastUsedProjector, ResettableLastUsedTarget
 from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.state_stores import InMemoryStates
@@ -63,6 +70,8 @@ def replay(
     sink = ClickHouseSink(clickhouse)
     projector = LastUsedProjector(keystore) if keystore is not None else None
     report = ReplayReport()
+    teacher = FeedbackTeacher(detectors)
+    marks = _marks_by_key(clickhouse, teacher)
     query = load_query("replay_usage_events")
     after_key = ""
     used: dict[str, tuple[int, str]] = {}
@@ -79,19 +88,24 @@ def replay(
         core = UsageAggregator(allowed_lateness_s, detectors)
         states = InMemoryStates()
         events = [KeyUsageEvent.model_validate(row) for row in rows]
-        result = core.process(events, states)
-        result.accepted, result.late = [], []  # the raw log is the input, not an output
-        sink.write_batch(result)
-        if projector is not None:
-            report.last_used_applied += projector.apply(result.last_used)
+        for due, phase in _phases(events, marks):
+            for key_id, mark in due:
+                state = states.get(key_id)
+                if state is not None:
+                    teacher.teach(state, mark)
+            result = core.process(phase, states)
+            result.accepted, result.late = [], []  # the raw log is the input, not an output
+            sink.write_batch(result)
+            if projector is not None:
+                report.last_used_applied += projector.apply(result.last_used)
+            report.minutes += len(result.minutes)
+            report.signals += len(result.signals)
         for key_id, state in states.items():
             if state.last_used_ms > 0:
                 used[key_id] = (state.last_used_ms, state.last_used_ip)
             newest_ms = max(newest_ms, state.watermark_ms)
         report.keys += len(states)
         report.events += len(events)
-        report.minutes += len(result.minutes)
-        report.signals += len(result.signals)
         after_key = rows[-1]["key_id"]
         progress(report)
 
@@ -109,3 +123,48 @@ def _lifecycle_at_the_end(keystore: object, thresholds: LifecycleThresholds, wat
         facts.append(key)
     watch.load(facts)
     return watch.advance(watermark_ms, used.get)
+
+
+def _marks_by_key(clickhouse: ClickHouseBackend, teacher: FeedbackTeacher) -> dict[str, list[MarkedExpected]]:
+    """Every stored mark a detector learns from, per key, in the order they are taught."""
+    found: dict[str, list[MarkedExpected]] = {}
+    for stored in FeedbackStore(clickhouse).inserted_since(0):
+        if teacher.detector_for(stored.feedback.kind) is not None:
+            found.setdefault(stored.feedback.key_id, []).append(stored.mark)
+    for marks in found.values():
+        marks.sort(key=lambda mark: mark.order)
+    return found
+
+
+def _phases(
+    events: list[KeyUsageEvent], marks: dict[str, list[MarkedExpected]]
+) -> list[tuple[list[tuple[str, MarkedExpected]], list[KeyUsageEvent]]]:
+    """The chunk cut where marks apply: (marks to teach first, events) per phase, each key's order kept.
+
+    Phase 0 holds every event of keys without marks and each marked key's events up to its first mark's
+    point; a mark is taught before the phase holding the key's first event after its point (never, if
+    the key has none: live, it would not have been taught either).
+    """
+    if not marks or not any(event.key_id in marks for event in events):
+        return [([], events)]
+    phases: list[tuple[list[tuple[str, MarkedExpected]], list[KeyUsageEvent]]] = [([], [])]
+    position: dict[str, tuple[int, int]] = {}  # key -> (phase index, marks taught so far)
+    for event in events:
+        key_marks = marks.get(event.key_id)
+        if not key_marks:
+            phases[0][1].append(event)
+            continue
+        phase, taught = position.get(event.key_id, (0, 0))
+        at = epoch_ms(event.occurred_at)
+        due = []
+        while taught < len(key_marks) and key_marks[taught].applies_after_ms < at:
+            due.append(key_marks[taught])
+            taught += 1
+        if due:
+            phase += 1
+            if phase == len(phases):
+                phases.append(([], []))
+            phases[phase][0].extend((event.key_id, mark) for mark in due)
+        position[event.key_id] = (phase, taught)
+        phases[phase][1].append(event)
+    return phases

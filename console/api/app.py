@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from keytrail.console.api import routes_ingest, routes_keys, routes_read
+from keytrail.console.api import routes_feedback, routes_ingest, routes_keys, routes_read
 from keytrail.console.api.auth import bootstrap_admin_key, client_ip
 from keytrail.console.api.body_limit import BodyLimit
 from keytrail.console.api.errors import install_error_handlers
@@ -85,6 +85,7 @@ def create_app(
     app.include_router(routes_keys.router)
     app.include_router(routes_read.router)
     app.include_router(routes_ingest.router)
+    app.include_router(routes_feedback.router)
 
     @app.middleware("http")
     async def record_usage(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,14 @@ from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
 from keytrail.stream_processors.detectors.dedupe import claim_window
-from keytrail.stream_processors.detectors.event_time import EPOCH_ORDINAL, MINUTE_MS, epoch_day, minute_text
+from keytrail.stream_processors.detectors.event_time import (
+    DAY_MS,
+    EPOCH_ORDINAL,
+    MINUTE_MS,
+    epoch_day,
+    minute_text,
+)
+from keytrail.stream_processors.detectors.feedback import DetectorFeedback
 from keytrail.stream_processors.detectors.networks import (
     is_private,
     network_of,
@@ -19,7 +26,7 @@ from keytrail.stream_processors.detectors.networks import (
     parent_of,
     parent_text,
 )
-from keytrail.stream_processors.detectors.novelty import is_nomadic, least_recent, note_discovery
+from keytrail.stream_processors.detectors.novelty import is_nomadic, least_recent, note_discovery, teach_known
 from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
 from keytrail.stream_processors.detectors.wording import join_names, plural
 
@@ -50,10 +57,12 @@ class NewNetworkDetector:
     A first use from a public address by a key that was only ever used from private networks is high.
     Nomadic keys (see `novelty`) stay quiet.
     Memory: `f` first day (since the epoch), `n` {network: last day seen}, `k` days of the latest new
-    networks (days counted from `f`), `x` end of the last signalled window.
+    networks (days counted from `f`), `x` end of the last signalled window, `t` networks taught by feedback
+    (never forgotten while pinned, see `novelty`).
     """
 
     name = "new_network"
+    kinds = (SignalKind.NEW_NETWORK.value,)
     distinct_events = ("client_ip",)
     """Only the first event of each distinct value per UTC day matters here (later ones are 'seen')."""
 
@@ -91,6 +100,23 @@ class NewNetworkDetector:
                 signals.append(signal)
         return signals
 
+    def teach(self, state: KeyState, feedback: DetectorFeedback) -> bool:
+        """The signal's networks were expected: they become known for the key and are never forgotten.
+
+        Networks come from the evidence's IPs (exact) and network texts (`203.0.113.0/24`). Idempotent.
+        """
+        memory = state.detector_state.get(self.name)
+        if memory is None or feedback.kind not in self.kinds:
+            return False
+        networks = _networks_of(feedback.evidence)
+        if not networks:
+            return False
+        day = max(feedback.window_end_ms // DAY_MS - memory["f"], 0)
+        limits = self.thresholds
+        nomadic = is_nomadic(memory, day, limits.nomad_networks, limits.nomad_days)
+        cap = limits.nomad_max_networks if nomadic else limits.max_networks
+        return teach_known(memory, "n", networks, day, cap)
+
     def _first_use(
         self, key_id: str, state: KeyState, memory: dict[str, Any], event: KeyUsageEvent, network: str, day: int
     ) -> Signal | None:
@@ -109,7 +135,7 @@ class NewNetworkDetector:
         nomadic = is_nomadic(memory, day, limits.nomad_networks, limits.nomad_days)
         cap = limits.nomad_max_networks if nomadic else limits.max_networks
         while len(known) > cap:
-            del known[least_recent(known)]
+            del known[least_recent(known, memory.get("t", ()))]
         return signal
 
     def _judge(
@@ -169,3 +195,16 @@ class NewNetworkDetector:
             },
             message=message,
         )
+
+
+def _networks_of(evidence: Mapping[str, Sequence[str]]) -> list[str]:
+    """The stored networks a signal's evidence names, in order, once each."""
+    found: list[str] = []
+    for ip in evidence.get("ips", ()):
+        if ip and ip not in ("[REDACTED]",):
+            found.append(network_of(ip))
+    for text in evidence.get("networks", ()):
+        address, _, _ = text.partition("/")
+        if address:
+            found.append(network_of(address.split(" ")[0]))
+    return [net for net in dict.fromkeys(found) if net]

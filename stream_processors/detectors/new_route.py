@@ -13,9 +13,16 @@ from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
 from keytrail.stream_processors.detectors.dedupe import claim_window, window_open
-from keytrail.stream_processors.detectors.event_time import EPOCH_ORDINAL, MINUTE_MS, epoch_day, minute_text
+from keytrail.stream_processors.detectors.event_time import (
+    DAY_MS,
+    EPOCH_ORDINAL,
+    MINUTE_MS,
+    epoch_day,
+    minute_text,
+)
+from keytrail.stream_processors.detectors.feedback import DetectorFeedback
 from keytrail.stream_processors.detectors.levels import ALPHABET
-from keytrail.stream_processors.detectors.novelty import is_nomadic, least_recent, note_discovery
+from keytrail.stream_processors.detectors.novelty import is_nomadic, least_recent, note_discovery, teach_known
 from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
 from keytrail.stream_processors.detectors.wording import join_names, plural
 
@@ -61,10 +68,11 @@ class NewRouteDetector:
     Nomadic keys (see `novelty`) stay quiet.
     Memory: `f` first day (since the epoch), `r` {fingerprint: last day}, `e` example names, `w` 1 once
     the key wrote, `k` days of the latest new routes (days counted from `f`), `x` end of the last
-    signalled window.
+    signalled window, `t` fingerprints taught by feedback (never forgotten while pinned, see `novelty`).
     """
 
     name = "new_route"
+    kinds = (SignalKind.NEW_ROUTE.value,)
     distinct_events = ("service", "method", "route")
     """Only the first event of each distinct value per UTC day matters here (later ones are 'seen')."""
 
@@ -102,6 +110,30 @@ class NewRouteDetector:
                 signals.append(signal)
         return signals
 
+    def teach(self, state: KeyState, feedback: DetectorFeedback) -> bool:
+        """The signal's route was expected: it becomes known for the key and is never forgotten.
+
+        The route is rebuilt from the evidence (`services` and `routes` as `METHOD /template`); a route
+        clipped in the evidence (over 120 characters) cannot be, and nothing is learnt. Idempotent.
+        """
+        memory = state.detector_state.get(self.name)
+        if memory is None or feedback.kind not in self.kinds:
+            return False
+        services = list(feedback.evidence.get("services", ()))
+        prints: list[str] = []
+        for name in feedback.evidence.get("routes", ()):
+            method, _, route = name.partition(" ")
+            if not route or route.endswith("…") or not services:
+                continue
+            prints.extend(_fingerprint(service, method, route) for service in services[:1])
+        if not prints:
+            return False
+        day = max(feedback.window_end_ms // DAY_MS - memory["f"], 0)
+        limits = self.thresholds
+        nomadic = is_nomadic(memory, day, limits.nomad_routes, limits.nomad_days)
+        cap = limits.nomad_max_routes if nomadic else limits.max_routes
+        return teach_known(memory, "r", prints, day, cap)
+
     def _first_call(
         self, key_id: str, state: KeyState, memory: dict[str, Any], event: KeyUsageEvent, print_: str, day: int
     ) -> Signal | None:
@@ -123,7 +155,7 @@ class NewRouteDetector:
             memory["e"].append(route_name(event)[:80])
         cap = limits.nomad_max_routes if nomadic else limits.max_routes
         while len(known) > cap:
-            del known[least_recent(known)]
+            del known[least_recent(known, memory.get("t", ()))]
         return signal
 
     def _signal(

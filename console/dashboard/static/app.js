@@ -291,13 +291,37 @@ async function alertsPage() {
     <div class="panel"><h2>Recent signals</h2><div id="signals">Loading…</div></div>`;
   const [alerts, sig] = await Promise.all([api("/v1/alerts?since=90d"), api("/v1/signals?since=30d&limit=200")]);
   const keyLink = (id) => `<a href="#/keys/${encodeURIComponent(id)}" class="mono">${esc(id)}</a>`;
-  $("#alerts").innerHTML = alerts.rows.length ? `<table data-testid="alerts-table"><thead><tr><th>Opened</th><th>Severity</th><th>Rule</th><th>Key</th><th>Project</th><th>Status</th><th>Message</th></tr></thead><tbody>${alerts.rows.map((a) => `
+  $("#alerts").innerHTML = alerts.rows.length ? `<table data-testid="alerts-table"><thead><tr><th>Opened</th><th>Severity</th><th>Rule</th><th>Key</th><th>Project</th><th>Status</th><th>Message</th><th></th></tr></thead><tbody>${alerts.rows.map((a) => `
     <tr><td>${esc(when(a.opened_at))}</td><td>${severityPill(a.severity)}</td><td>${esc(a.rule)}</td><td>${keyLink(a.key_id)}</td><td>${esc(a.project_id)}</td>
-    <td><span class="pill ${{ open: "red", acknowledged: "yellow", resolved: "green" }[a.status] || "grey"}">${esc(a.status)}</span></td><td>${esc(a.message)}</td></tr>`).join("")}</tbody></table>`
+    <td><span class="pill ${{ open: "red", acknowledged: "yellow", resolved: "green" }[a.status] || "grey"}">${esc(a.status)}</span></td><td>${esc(a.message)}</td>
+    <td>${a.status === "resolved" ? "" : `<button class="ghost small" data-expect-alert="${esc(a.alert_id)}">Expected</button>`}</td></tr>`).join("")}</tbody></table>`
     : `<div class="empty">No alerts. Quiet is good.</div>`;
-  $("#signals").innerHTML = sig.rows.length ? `<table><thead><tr><th>Detected</th><th>Severity</th><th>Kind</th><th>Key</th><th>Why</th></tr></thead><tbody>${sig.rows.map((s) => `
-    <tr><td>${esc(when(s.detected_at))}</td><td>${severityPill(s.severity)}</td><td>${esc(s.kind)}</td><td>${keyLink(s.key_id)}</td><td>${esc(s.message)}</td></tr>`).join("")}</tbody></table>`
+  $("#signals").innerHTML = sig.rows.length ? `<table data-testid="signals-table"><thead><tr><th>Detected</th><th>Severity</th><th>Kind</th><th>Key</th><th>Why</th><th></th></tr></thead><tbody>${sig.rows.map((s) => `
+    <tr><td>${esc(when(s.detected_at))}</td><td>${severityPill(s.severity)}</td><td>${esc(s.kind)}</td><td>${keyLink(s.key_id)}</td><td>${esc(s.message)}</td>
+    <td>${s.marked_expected ? `<span class="pill green" data-marked-expected>expected</span>` : `<button class="ghost small" data-expect-signal="${esc(s.signal_id)}">Expected</button>`}</td></tr>`).join("")}</tbody></table>`
     : `<div class="empty">No signals in the last 30 days.</div>`;
+  main.querySelectorAll("[data-expect-signal]").forEach((b) => b.addEventListener("click", () =>
+    markExpected(`/v1/signals/${encodeURIComponent(b.dataset.expectSignal)}/expected`, "Mark this signal as expected")));
+  main.querySelectorAll("[data-expect-alert]").forEach((b) => b.addEventListener("click", () =>
+    markExpected(`/v1/alerts/${encodeURIComponent(b.dataset.expectAlert)}/expected`, "Mark this alert as expected (and resolve it)")));
+}
+
+// Feedback: the detector that raised a signal learns it for that key; the audit trail records it.
+function markExpected(path, title) {
+  const d = $("#expect");
+  $("#expect-title").textContent = title; $("#expect-reason").value = ""; $("#expect-error").textContent = "";
+  $("#expect-form").onsubmit = async (ev) => {
+    ev.preventDefault();
+    try {
+      const res = await api(path, { method: "POST", body: { reason: $("#expect-reason").value } });
+      d.close();
+      const m = res.marks[0];
+      toast(m.already_marked ? `Already marked expected (${m.kind} on ${m.key_id})`
+        : m.learnt_by ? `Marked expected: ${m.learnt_by} learns it for ${m.key_id}` : `Marked expected (audit trail only: no detector learns ${m.kind})`);
+      route();
+    } catch (e) { $("#expect-error").textContent = e.message; }
+  };
+  d.showModal();
 }
 
 // ------------------------------------------------------------------ router
