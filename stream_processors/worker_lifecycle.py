@@ -8,10 +8,12 @@ ingest does. Signals raised before (the signals table) are not raised again.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from keytrail.keystore.records import record_from_row
 from keytrail.keystore.tables import api_keys
@@ -21,6 +23,8 @@ from keytrail.stream_processors.core.aggregate import BatchResult, StateMapping
 from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.core.stream_time import StreamTimes
 from keytrail.stream_processors.detectors.key_lifecycle import KeyFacts, LifecycleThresholds, LifecycleWatch
+
+log = logging.getLogger(__name__)
 
 RAISED_LIFECYCLE_SIGNALS = (
     "SELECT DISTINCT toString(signal_id) AS id FROM signals WHERE kind IN ('idle', 'never_used', 'expiring_soon')"
@@ -45,8 +49,17 @@ class PartitionedLifecycle:
         now = time.monotonic()
         if self._loaded_at is not None and now - self._loaded_at < self.refresh_seconds and owned <= set(self.watches):
             return
-        with self.engine.connect() as connection:
-            records = [record_from_row(row) for row in connection.execute(select(api_keys))]
+        try:
+            with self.engine.connect() as connection:
+                records = [record_from_row(row) for row in connection.execute(select(api_keys))]
+        except SQLAlchemyError as error:  # no key store yet, or unreachable: keep what we had, retry later
+            self._loaded_at = now
+            log.warning("key store not readable for the idle / never-used / expiring evaluation (%s); "
+                        "retrying in %.0f s", type(error).__name__, self.refresh_seconds)
+            for partition in owned - set(self.watches):
+                watch = self.watches[partition] = LifecycleWatch(self.thresholds)
+                watch.remember(self._raised)
+            return
         by_partition: dict[int, list[KeyFacts]] = {partition: [] for partition in owned}
         for record in records:
             partition = partition_for(record.id, self.partitions)
