@@ -19,7 +19,10 @@ def replay(
     from keytrail.settings import get_settings
     from keytrail.sql.backends import open_clickhouse
     from keytrail.sql.migrate import migrate
+    from keytrail.stream_processors.alerting import load_alert_rules
+    from keytrail.stream_processors.alerting.decide import lifecycle_thresholds
     from keytrail.stream_processors.detectors import default_detectors
+    from keytrail.stream_processors.detectors.key_lifecycle import IdleGapDetector
     from keytrail.stream_processors.replay import DERIVED_TABLES
     from keytrail.stream_processors.replay import replay as run_replay
 
@@ -30,6 +33,7 @@ def replay(
             f"Replay truncates {', '.join(DERIVED_TABLES)} and resets last_used_at, then rebuilds them. Continue?",
             abort=True,
         )
+    thresholds = lifecycle_thresholds(load_alert_rules())
     clickhouse = open_clickhouse(settings.clickhouse_url)
     migrate(clickhouse)
     store = KeyStore.open(settings.keystore_url, settings.hashing_secret(), env=settings.key_env)
@@ -39,7 +43,8 @@ def replay(
                 clickhouse,
                 store,
                 allowed_lateness_s=settings.allowed_lateness_seconds,
-                detectors=default_detectors(),
+                detectors=[*default_detectors(), IdleGapDetector(thresholds)],
+                lifecycle=thresholds,
                 progress=lambda r: status.update(f"replayed {r.events:,} events of {r.keys:,} keys"),
             )
     finally:

@@ -34,7 +34,12 @@ from keytrail.settings import Settings
 from keytrail.sql.backends import open_clickhouse
 from keytrail.sql.migrate import migrate
 from keytrail.stream_processors.core.aggregate import UsageAggregator
+from keytrail.stream_processors.core.state import KeyState
+from keytrail.stream_processors.core.stream_time import StreamTimes
+from keytrail.stream_processors.alerting.decide import lifecycle_thresholds
+from keytrail.stream_processors.alerting.rules import load_alert_rules
 from keytrail.stream_processors.detectors import default_detectors
+from keytrail.stream_processors.detectors.key_lifecycle import IdleGapDetector
 from keytrail.stream_processors.faust_batches import take_weighted
 from keytrail.stream_processors.faust_commit import (
     CommitHoleWatch,
@@ -49,6 +54,7 @@ from keytrail.stream_processors.sinks.clickhouse import ClickHouseSink
 from keytrail.stream_processors.sinks.lifecycle_audit import ClickHouseLifecycleSink
 from keytrail.stream_processors.state_stores import DecodedStates, SerializedStateOverlay
 from keytrail.stream_processors.topics_admin import ensure_topics
+from keytrail.stream_processors.worker_lifecycle import RAISED_LIFECYCLE_SIGNALS, PartitionedLifecycle
 from keytrail.stream_processors.write_scope import owners_of, refuse_out_of_scope
 
 log = logging.getLogger(__name__)
@@ -185,12 +191,23 @@ def build_worker_app(settings: Settings) -> faust.App:
         use_partitioner=True, extra_topic_configs={"max.message.bytes": str(MAX_STATE_RECORD_BYTES)},
     )
     decoded_states: DecodedStates = {}
-    aggregator = UsageAggregator(settings.allowed_lateness_seconds, default_detectors())
+    # The default detectors, and idle periods a key's next use ended (in event time, like the embedded ingest).
+    lifecycle = lifecycle_thresholds(load_alert_rules())
+    aggregator = UsageAggregator(settings.allowed_lateness_seconds, [*default_detectors(), IdleGapDetector(lifecycle)])
+    # Stream time per partition (live: a quiet partition follows the wall clock). One lock: the
+    # agent's batches and the timer's closings never interleave on the same states.
+    stream_times = StreamTimes(settings.allowed_lateness_seconds, live=True)
+    stream_generation = [None]
+    core_lock = asyncio.Lock()
     backend = open_clickhouse(settings.clickhouse_url)
     migrate(backend)
     sink = ClickHouseSink(backend)
     feedback = FeedbackApplier(ClickHouseFeedbackSource(backend, WORKER_FEEDBACK_POLL_SECONDS), aggregator.detectors)
-    key_owners = KeyOwners(partial(lookup_projects, create_store_engine(settings.keystore_url)))
+    keystore_engine = create_store_engine(settings.keystore_url)
+    key_owners = KeyOwners(partial(lookup_projects, keystore_engine))
+    # Idle / never used / expiring of the key store's keys on each owned partition's event watermark.
+    lifecycle_watch = PartitionedLifecycle(keystore_engine, partitions, lifecycle,
+                                           (row["id"] for row in backend.query(RAISED_LIFECYCLE_SIGNALS)))
     counters = WorkerCounters()
     app.keytrail_counters = counters  # type: ignore[attr-defined]
 
@@ -236,29 +253,34 @@ def build_worker_app(settings: Settings) -> faust.App:
             counters.records += decoded.records
             counters.envelopes += decoded.envelopes
             mark = counters.spent("decode", started)
-            overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
-            feedback.apply(events, overlay)  # marks "expected" teach their keys before the batch's events
-            result = aggregator.process(events, overlay, positions)
-            result.signals.extend(scrubbed.signals)
-            mark = counters.spent("core", mark)
-            outputs += [OutputRecord(last_used_name, record.key_id.encode(), record.model_dump_json().encode())
-                        for record in result.last_used]
-            outputs += [OutputRecord(signals_name, signal.key_id.encode(), signal.model_dump_json().encode())
-                        for signal in result.signals]
-            # Outputs and ClickHouse rows are durable before the state that produced them is
-            # written: if the state survives a crash, so did its outputs; if not, the events are
-            # redelivered and redone (same rows, same records).
-            if result.late:  # re-sent events of minutes closed long ago: the audit trail knows them
-                await loop.run_in_executor(None, sink.drop_stored_late, result)
-            await asyncio.gather(
-                loop.run_in_executor(None, counters.timed("sink", sink.write_batch), result),
-                loop.run_in_executor(None, counters.timed("deliver", publisher.deliver), outputs),
-            )
-            mark = counters.spent("sink+deliver", mark)
-            if result.last_used:
-                newest = max(record.last_used_at for record in result.last_used).timestamp()
-                counters.lag_s = time.time() - newest
-            overlay.commit()
+            async with core_lock:  # the timer closing quiet minutes waits for the batch to finish
+                await follow_assignment()
+                await loop.run_in_executor(None, lifecycle_watch.refresh_if_due, set(stream_times.partitions))
+                overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
+                feedback.apply(events, overlay)  # marks "expected" teach their keys before the batch's events
+                result = aggregator.process(events, overlay, positions, stream=stream_times)
+                result.signals[:] = lifecycle_watch.signals(result, overlay, stream_times)
+                result.signals.extend(scrubbed.signals)
+                mark = counters.spent("core", mark)
+                outputs += [OutputRecord(last_used_name, record.key_id.encode(), record.model_dump_json().encode())
+                            for record in result.last_used]
+                outputs += [OutputRecord(signals_name, signal.key_id.encode(), signal.model_dump_json().encode())
+                            for signal in result.signals]
+                # Outputs and ClickHouse rows are durable before the state that produced them is
+                # written: if the state survives a crash, so did its outputs; if not, the events are
+                # redelivered and redone (same rows, same records).
+                if result.late:  # re-sent events of minutes closed long ago: the audit trail knows them
+                    await loop.run_in_executor(None, sink.drop_stored_late, result)
+                await asyncio.gather(
+                    loop.run_in_executor(None, counters.timed("sink", sink.write_batch), result),
+                    loop.run_in_executor(None, counters.timed("deliver", publisher.deliver), outputs),
+                )
+                mark = counters.spent("sink+deliver", mark)
+                if result.last_used:
+                    newest = max(record.last_used_at for record in result.last_used).timestamp()
+                    counters.lag_s = time.time() - newest
+                overlay.commit()
+                stream_times.arrived({partition for partition, _ in positions}, int(time.time() * 1000))
             counters.spent("state", mark)
             counters.batches += 1
             counters.events += len(result.accepted)
@@ -276,6 +298,43 @@ def build_worker_app(settings: Settings) -> faust.App:
                     log.warning("%s[%d]: the stream skipped offsets %d-%d; read them from the broker and "
                                 "processed them in order", Topics.USAGE.value, partition, start, end - 1)
             counters.log_progress()
+
+    async def follow_assignment() -> None:
+        """After a rebalance (or at start): every local partition's stream clock and open-minute index
+        from the stored states (their newest event times and open minutes); a revoked one is dropped."""
+        if stream_generation[0] == app.consumer_generation_id:
+            return
+        stream_generation[0] = app.consumer_generation_id
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == Topics.USAGE.value}
+        rebuilt: dict[int, list[tuple[str, KeyState]]] = {partition: [] for partition in owned}
+        for raw_key, raw in list(states.items()):
+            state = KeyState.from_bytes(raw)
+            if state.source is not None and state.source[0] in owned:
+                rebuilt[state.source[0]].append((raw_key.decode(), state))
+        for partition in list(stream_times.partitions):
+            if partition not in rebuilt:
+                stream_times.drop(partition)
+        for partition, held in rebuilt.items():
+            stream_times.rebuild(partition, held)
+
+    @app.timer(5.0)
+    async def close_quiet_minutes() -> None:
+        """Live mode: quiet partitions follow the wall clock; the minutes their watermark passes close."""
+        if not app.tables.recovery.completed.is_set():
+            return
+        async with core_lock:
+            await follow_assignment()
+            if not stream_times.tick(int(time.time() * 1000)):
+                return
+            overlay = SerializedStateOverlay(states, decoded_states, settings.worker_state_cache_keys)
+            result = aggregator.advance(overlay, stream_times)
+            outputs = [OutputRecord(signals_name, signal.key_id.encode(), signal.model_dump_json().encode())
+                       for signal in result.signals]
+            loop = asyncio.get_running_loop()
+            if result.signals:
+                await asyncio.gather(loop.run_in_executor(None, sink.write_batch, result),
+                                     loop.run_in_executor(None, publisher.deliver, outputs))
+            overlay.commit()
 
     hole_watch = CommitHoleWatch({Topics.USAGE.value, Topics.KEYS.value})
 

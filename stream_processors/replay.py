@@ -21,8 +21,9 @@ from keytrail.schemas.signals import SignalKind
 from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.sql import load_query
 from keytrail.sql.backends import ClickHouseBackend
-from keytrail.stream_processors.core.aggregate import Detector, UsageAggregator
+from keytrail.stream_processors.core.aggregate import BatchResult, Detector, UsageAggregator
 from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.detectors.key_lifecycle import KeyFacts, LifecycleThresholds, LifecycleWatch
 from keytrail.stream_processors.detectors.teaching import FeedbackTeacher, MarkedExpected
 from keytrail.stream_processors.feedback_store import FeedbackStore
 from keytrail.stream_processors.projector import LastUsedProjector, ResettableLastUsedTarget
@@ -57,11 +58,17 @@ def replay(
     detectors: list[Detector],
     keys_per_chunk: int = 500,
     progress: Callable[[ReplayReport], None] = lambda _report: None,
+    lifecycle: LifecycleThresholds | None = None,
 ) -> ReplayReport:
     """Drop derived state and recompute it from `usage_events`; returns counts.
 
     Use the stream's allowed lateness: in event-time order no stored on-time event is late,
     and minutes close exactly where they closed in the stream.
+
+    With `lifecycle` (the alert rules' idle / never-used / expiring days) and a key store that
+    lists its keys, the watermark at the end of the log (its newest event time minus the allowed
+    lateness) evaluates every key of the store, as the stream's watermark did: keys idle at the
+    end, never used, or whose expiry window the log passed get the same signals again.
     """
     for table in DERIVED_TABLES:
         if table == "signals":
@@ -79,9 +86,15 @@ def replay(
     query = load_query("replay_usage_events")
     late_query = load_query("replay_late_minutes")
     after_key = ""
+    used: dict[str, tuple[int, str]] = {}
+    newest_ms = 0
     while True:
         rows = clickhouse.query(query, {"after_key": after_key, "max_keys": keys_per_chunk})
         if not rows:
+            if lifecycle is not None and hasattr(keystore, "list_keys") and newest_ms:
+                signals = _lifecycle_at_the_end(keystore, lifecycle, newest_ms - allowed_lateness_s * 1000, used)
+                sink.write_batch(BatchResult(signals=signals))
+                report.signals += len(signals)
             return report
         # Fresh state per chunk: keys never span chunks, so nothing is lost between them.
         core = UsageAggregator(allowed_lateness_s, detectors)
@@ -102,10 +115,29 @@ def replay(
         # The stream recounted each late event's minute from the audit trail (late events included).
         late = clickhouse.query(late_query, {"keys": sorted({row["key_id"] for row in rows})})
         sink.recount_minutes([row["key_id"] for row in late], [int(row["minute"]) for row in late])
+        for key_id, state in states.items():
+            if state.last_used_ms > 0:
+                used[key_id] = (state.last_used_ms, state.last_used_ip)
+            newest_ms = max(newest_ms, state.watermark_ms)
         report.keys += len(states)
         report.events += len(events)
         after_key = rows[-1]["key_id"]
         progress(report)
+
+
+def _lifecycle_at_the_end(keystore: object, thresholds: LifecycleThresholds, watermark_ms: int,
+                          used: dict[str, tuple[int, str]]) -> list:
+    """Idle / never-used / expiring of every key of the store at the log's final watermark."""
+    watch = LifecycleWatch(thresholds)
+    facts = []
+    for record in keystore.list_keys():  # type: ignore[attr-defined]
+        key = KeyFacts.of(record)
+        if key.key_id in used:  # the log's last use (the key store's may be newer: live use since)
+            last_ms, ip = used[key.key_id]
+            key = KeyFacts(key.key_id, key.project_id, key.active, key.created_ms, key.expires_ms, last_ms, ip)
+        facts.append(key)
+    watch.load(facts)
+    return watch.advance(watermark_ms, used.get)
 
 
 def _marks_by_key(clickhouse: ClickHouseBackend, teacher: FeedbackTeacher) -> dict[str, list[MarkedExpected]]:

@@ -186,6 +186,18 @@ class ConsoleRuntime:
     def _flush_loop(self) -> None:
         while not self._stopping.wait(self._flush_seconds):
             self.flush_usage()
+            self.follow_wall_clock()
+
+    def follow_wall_clock(self) -> None:
+        """Live mode: a quiet stream's watermark follows the wall clock, so quiet keys' minutes close."""
+        tick = getattr(self.pipeline, "tick", None)
+        if tick is None:
+            return
+        try:
+            with self._pipeline(wait=None):
+                tick(int(time.time() * 1000))
+        except Exception:  # the server keeps serving; the next tick retries
+            log.exception("could not advance the stream by the wall clock")
 
     # ------------------------------------------------------------------ metrics
     def count_keys(self) -> dict[str, int]:

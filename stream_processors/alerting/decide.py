@@ -21,6 +21,8 @@ from keytrail.stream_processors.alerting.model import (
     Notification,
     alert_id_for,
 )
+from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.detectors.key_lifecycle import KeyFacts, LifecycleThresholds, lifecycle_signals
 from keytrail.stream_processors.alerting.rules import (
     ANOMALY_KINDS,
     EXPIRING_SOON,
@@ -114,20 +116,42 @@ def auto_actions_for_signals(signals: Iterable[Signal], rules: AlertRules) -> li
 # ----------------------------------------------------------------------------- scan -> findings, clears
 
 
+def lifecycle_thresholds(rules: AlertRules) -> LifecycleThresholds:
+    """The idle / never-used / expiring thresholds of the rules, for the evaluation both drivers share."""
+    return LifecycleThresholds(rules.idle_days, rules.never_used_days, rules.expiring_within_days)
+
+
+def scan_signals(keys: Iterable[KeyRecord], now: datetime, rules: AlertRules) -> dict[str, list[Signal]]:
+    """The live-mode driver of the lifecycle evaluation: every key's idle / never-used / expiring
+    signals at wall time `now` (the same signals the watermark raises in event time)."""
+    at_ms = epoch_ms(to_utc_millis(now))
+    thresholds = lifecycle_thresholds(rules)
+    return {key.id: lifecycle_signals(KeyFacts.of(key), at_ms, thresholds) for key in keys}
+
+
 def scan_keys(
-    keys: Iterable[KeyRecord], requests_today: Mapping[str, int], now: datetime, rules: AlertRules
+    keys: Iterable[KeyRecord], requests_today: Mapping[str, int], now: datetime, rules: AlertRules,
+    signals: dict[str, list[Signal]] | None = None,
 ) -> tuple[list[Finding], list[Clear], list[DisableKey]]:
-    """Idle, never-used, expiring and quota conditions of every key at `now` (deterministic)."""
+    """Idle, never-used, expiring and quota conditions of every key at `now` (deterministic).
+
+    Idle, never used and expiring come from `scan_signals` (pass them in to keep them); each
+    finding carries its signal's id, so the alert it opens is the one the watermark would open.
+    """
     now = to_utc_millis(now)
+    keys = list(keys)
+    if signals is None:
+        signals = scan_signals(keys, now, rules)
     findings: list[Finding] = []
     clears: list[Clear] = []
     disable: list[DisableKey] = []
     origin = format_utc_millis(now)
     for key in keys:
         active = key.status is KeyStatus.ACTIVE
-        _idle(key, now, rules, active, origin, findings, clears)
-        _never_used(key, now, rules, active, origin, findings, clears)
-        _expiring(key, now, rules, active, origin, findings, clears)
+        held = {signal.kind: signal for signal in signals.get(key.id, ())}
+        _idle(key, now, rules, active, held.get(SignalKind.IDLE), findings, clears)
+        _never_used(key, now, rules, active, held.get(SignalKind.NEVER_USED), findings, clears)
+        _expiring(key, now, rules, active, held.get(SignalKind.EXPIRING_SOON), findings, clears)
         _quota(key, requests_today.get(key.id, 0), now, rules, active, origin, findings, clears)
         if active and rules.auto_disable_idle_days is not None:
             since = key.last_used_at or key.created_at
@@ -147,10 +171,10 @@ def _days(delta: timedelta) -> int:
     return int(delta.total_seconds() // 86400)
 
 
-def _idle(key, now, rules, active, origin, findings, clears) -> None:  # noqa: ANN001
+def _idle(key, now, rules, active, signal, findings, clears) -> None:  # noqa: ANN001
     if rules.idle_days is None:
         return
-    if active and key.last_used_at is not None and now - key.last_used_at > timedelta(days=rules.idle_days):
+    if signal is not None:
         idle_for = _days(now - key.last_used_at)
         findings.append(
             Finding(
@@ -167,7 +191,7 @@ def _idle(key, now, rules, active, origin, findings, clears) -> None:  # noqa: A
                     "ips": [key.last_used_ip] if key.last_used_ip else [],
                     "idle_days": [str(idle_for)],
                 },
-                origin=origin,
+                origin=signal.signal_id,  # the alert the watermark opens for this signal (a re-scan still refreshes it)
             )
         )
     else:
@@ -175,10 +199,10 @@ def _idle(key, now, rules, active, origin, findings, clears) -> None:  # noqa: A
         clears.append(Clear(IDLE, key.id, reason))
 
 
-def _never_used(key, now, rules, active, origin, findings, clears) -> None:  # noqa: ANN001
+def _never_used(key, now, rules, active, signal, findings, clears) -> None:  # noqa: ANN001
     if rules.never_used_days is None:
         return
-    if active and key.last_used_at is None and now - key.created_at > timedelta(days=rules.never_used_days):
+    if signal is not None:
         age = _days(now - key.created_at)
         findings.append(
             Finding(
@@ -190,7 +214,7 @@ def _never_used(key, now, rules, active, origin, findings, clears) -> None:  # n
                 f"never been used; the threshold is {rules.never_used_days} days. Revoke it if it is not needed.",
                 now,
                 {"created_at": [format_utc_millis(key.created_at)], "age_days": [str(age)]},
-                origin=origin,
+                origin=signal.signal_id,  # the alert the watermark opens for this signal (a re-scan still refreshes it)
             )
         )
     else:
@@ -198,11 +222,11 @@ def _never_used(key, now, rules, active, origin, findings, clears) -> None:  # n
         clears.append(Clear(NEVER_USED, key.id, reason))
 
 
-def _expiring(key, now, rules, active, origin, findings, clears) -> None:  # noqa: ANN001
+def _expiring(key, now, rules, active, signal, findings, clears) -> None:  # noqa: ANN001
     if rules.expiring_within_days is None:
         return
     limit = now + timedelta(days=rules.expiring_within_days)
-    if active and key.expires_at is not None and now < key.expires_at <= limit:
+    if signal is not None:
         left = key.expires_at - now
         findings.append(
             Finding(
@@ -215,7 +239,7 @@ def _expiring(key, now, rules, active, origin, findings, clears) -> None:  # noq
                 "rotate callers to a new key before then.",
                 now,
                 {"expires_at": [format_utc_millis(key.expires_at)]},
-                origin=origin,
+                origin=signal.signal_id,  # the alert the watermark opens for this signal (a re-scan still refreshes it)
             )
         )
     else:

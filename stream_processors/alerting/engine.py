@@ -43,6 +43,9 @@ class CycleReport:
     resolved: list[Alert] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    """Idle / never-used / expiring signals a scan found (the live-mode driver of the evaluation
+    the watermark runs in event time); the caller records them like the stream's signals."""
 
 
 class AlertEngine:
@@ -85,11 +88,19 @@ class AlertEngine:
         return self.handle_batch(signals, (), now)
 
     def handle_batch(
-        self, signals: Sequence[Signal], used_key_ids: Iterable[str] = (), now: datetime | None = None
+        self, signals: Sequence[Signal], used_key_ids: Iterable[str] = (), now: datetime | None = None,
+        used_at: dict[str, datetime] | None = None,
     ) -> CycleReport:
-        """One ingest batch: its signals, plus the keys it saw used (their idle / never-used alerts resolve)."""
+        """One ingest batch: its signals, plus the keys it saw used (their idle / never-used alerts resolve).
+
+        `used_at` (key -> its newest use in the batch): an idle or never-used signal whose key was
+        used after the signal's moment describes a silence that is over: recorded, not alerted.
+        """
         now = to_utc_millis(now or self._clock())
         findings = pure.findings_from_signals(signals, self.rules)
+        if used_at:
+            findings = [f for f in findings
+                        if f.rule not in (IDLE, NEVER_USED) or not (f.key_id in used_at and used_at[f.key_id] > f.observed_at)]
         used = set(used_key_ids)
         known = self._keys_with_alerts
         if known is not None:
@@ -101,7 +112,8 @@ class AlertEngine:
 
     def handle_result(self, result, now: datetime | None = None) -> CycleReport:  # noqa: ANN001
         """An EmbeddedPipeline / core BatchResult: `.signals` and `.last_used`."""
-        return self.handle_batch(result.signals, [r.key_id for r in result.last_used], now)
+        used_at = {r.key_id: r.last_used_at for r in result.last_used}
+        return self.handle_batch(result.signals, list(used_at), now, used_at)
 
     def scan(self, now: datetime | None = None) -> CycleReport:
         """Idle, never-used, expiring and quota over every key in the key store (deterministic given `now`)."""
@@ -110,8 +122,11 @@ class AlertEngine:
         now = to_utc_millis(now or self._clock())
         keys = self.keystore.list_keys()
         usage = self.usage.requests_on_day(now, [k.id for k in keys if k.quota]) if self.usage else {}
-        findings, clears, disable = pure.scan_keys(keys, usage, now, self.rules)
-        return self._cycle(None, findings, clears, disable, now)
+        signals = pure.scan_signals(keys, now, self.rules)
+        findings, clears, disable = pure.scan_keys(keys, usage, now, self.rules, signals)
+        report = self._cycle(None, findings, clears, disable, now)
+        report.signals = [signal for found in signals.values() for signal in found]
+        return report
 
     # ----------------------------------------------------------------- people
 

@@ -14,6 +14,7 @@ from keytrail.schemas.usage import KeyUsageEvent, Outcome
 from keytrail.stream_processors.core.clock import from_epoch_ms
 from keytrail.stream_processors.core.columns import EventColumns
 from keytrail.stream_processors.core.state import OUTCOME_ORDER, KeyState, MinuteAggregate
+from keytrail.stream_processors.core.stream_time import EMBEDDED_PARTITION, StreamTimes
 
 MINUTE_MS = 60_000
 MAX_EVENT_IDS_PER_KEY = 100_000
@@ -163,6 +164,7 @@ class UsageAggregator:
         events: Sequence[KeyUsageEvent],
         states: StateMapping,
         positions: Sequence[tuple[int, int]] | None = None,
+        stream: StreamTimes | None = None,
     ) -> BatchResult:
         """Fold a batch into the per-key states; each key's state is read and written once.
 
@@ -176,6 +178,10 @@ class UsageAggregator:
         one envelope share its offset) make re-delivery after a crash or rebalance recognisable:
         a key's events all live in one partition, in offset order, and its state records the
         last offset it has folded, so anything at or below it may have been counted already.
+
+        `stream` (the partitions' stream clocks): the batch moves its partitions' watermarks, and
+        every key's open minutes the watermark has passed close at the end of the batch, also
+        those of keys the batch does not hold (see `advance`).
         """
         result = BatchResult()
         n = len(events)
@@ -209,6 +215,7 @@ class UsageAggregator:
         t = columns.t_ms[order]
         minute_s = t // MINUTE_MS * 60
         start_wm = np.fromiter([s.watermark_ms for s in key_states], np.int64, key_count)
+        closed_through = np.fromiter([s.closed_through_s for s in key_states], np.int64, key_count)
         shifted = sorted_codes << _TIME_BITS
         clipped = np.clip(t, 0, _TIME_MAX)
         running = np.maximum.accumulate(shifted | clipped)
@@ -216,7 +223,9 @@ class UsageAggregator:
         before[1:] = running[:-1]
         before -= shifted
         before[starts] = -1
-        late = minute_s * 1000 + lateness_and_minute <= np.maximum(before, start_wm[sorted_codes])
+        # A minute the key has closed already (its row is final) takes no more events either.
+        row_closed = minute_s <= closed_through[sorted_codes]
+        late = (minute_s * 1000 + lateness_and_minute <= np.maximum(before, start_wm[sorted_codes])) | row_closed
 
         # Dedupe: re-delivered rows, ids an open minute of the state holds, repeats in the batch.
         ids = columns.event_int
@@ -243,7 +252,7 @@ class UsageAggregator:
         row_pairs = sorted_codes << _MINUTE_BITS | minute_s // 60
         if positions is not None:
             redelivered = (partitions == source_partition[sorted_codes]) & (offsets <= source_offset[sorted_codes])
-            closed_at_start = minute_s * 1000 + lateness_and_minute <= start_wm[sorted_codes]
+            closed_at_start = (minute_s * 1000 + lateness_and_minute <= start_wm[sorted_codes]) | row_closed
             drop |= redelivered & closed_at_start  # closed minute, folded before: counted then
             if incomplete_pairs:  # ids forgotten (hot key): the offset decides
                 drop |= redelivered & np.isin(row_pairs, np.array(incomplete_pairs, np.int64))
@@ -286,7 +295,22 @@ class UsageAggregator:
         g_minutes = minute_s[g_pos]
         m = len(g_pos)
         key_end_wm = np.maximum(start_wm, np.maximum.reduceat(clipped, starts))
+        # Stream time: the batch moves its partitions' clocks; a key's minutes close on the later of
+        # its own newest event and its partition's.
+        key_partition = partitions[ends - 1] if positions is not None else np.full(key_count, EMBEDDED_PARTITION)
+        key_close_wm = key_end_wm
+        if stream is not None:
+            row_partitions = partitions if positions is not None else None
+            for partition in np.unique(key_partition).tolist():
+                if row_partitions is None:
+                    stream.observe(partition, int(clipped.max()))
+                else:
+                    stream.observe(partition, int(clipped[row_partitions == partition].max()))
+            partition_ms = {p: c.stream_ms for p, c in stream.partitions.items()}
+            key_close_wm = np.maximum(key_end_wm, np.fromiter(
+                [partition_ms[p] for p in key_partition.tolist()], np.int64, key_count))
         signals = result.signals
+        newest_closed = np.full(key_count, -1, np.int64)  # per key, the batch's newest minute that closes
         if m:
             g_starts = np.flatnonzero(np.r_[True, (g_codes[1:] != g_codes[:-1]) | (g_minutes[1:] != g_minutes[:-1])])
             group_count = len(g_starts)
@@ -306,7 +330,9 @@ class UsageAggregator:
             distinct_ips = np.bincount(pairs // max(len(ip_index), 1), minlength=group_count)
             group_codes = g_codes[g_starts]
             group_minutes = g_minutes[g_starts]
-            stays_open = group_minutes * 1000 + lateness_and_minute > key_end_wm[group_codes]
+            stays_open = group_minutes * 1000 + lateness_and_minute > key_close_wm[group_codes]
+            closing = ~stays_open
+            np.maximum.at(newest_closed, group_codes[closing], group_minutes[closing])
             # Python per group only where state is involved, or a detector reads the closed minute.
             involved = stays_open | np.isin(group_codes << _MINUTE_BITS | group_minutes // 60, held) \
                 if len(held) else stays_open.copy()
@@ -381,8 +407,9 @@ class UsageAggregator:
 
         # Watermarks, closing, detectors, positions: once per key of the batch.
         end_wm = key_end_wm.tolist()
-        if positions is not None:
-            last_partition = partitions[ends - 1].tolist()
+        close_wm = key_close_wm.tolist()
+        newest_closed_list = newest_closed.tolist()
+        last_partition = key_partition.tolist()
         g_row_list = g_rows.tolist() if self.detectors and m else []
         views = self._distinct_views(columns, codes, result.accepted_index) if self.detectors and m else {}
         for code, state in enumerate(key_states):
@@ -390,10 +417,15 @@ class UsageAggregator:
             span = fresh_rows_of.get(code)
             if span is not None:
                 state.watermark_ms = end_wm[code]
-            closed = self._close_minutes(state)
+            closed = self._close_minutes(state, close_wm[code])
             here = closed_here.get(code)
             if here:
                 closed = sorted(closed + here, key=_minute_of) if closed else here
+            newest = max(closed[-1][0] if closed else -1, newest_closed_list[code])
+            if newest > state.closed_through_s:
+                state.closed_through_s = newest
+            if stream is not None:
+                stream.of(last_partition[code]).index.note(key_id, state)
             result.forgotten_event_ids += self._bound_dedupe_memory(state.open_minutes)
             if self.detectors:
                 fresh_events = [events[i] for i in sorted(g_row_list[span[0]:span[1]])] if span else []
@@ -411,7 +443,39 @@ class UsageAggregator:
             states[key_id] = state
         result.accepted = [events[i] for i in result.accepted_index.tolist()]
         result.late = [events[i] for i in result.late_index.tolist()]
+        if stream is not None:
+            signals.extend(self._close_due(states, stream))
         return result
+
+    def advance(self, states: StateMapping, stream: StreamTimes) -> BatchResult:
+        """Close the open minutes every partition's watermark has passed (after a live `tick`).
+
+        Only keys with an open minute at or before the watermark are loaded: the work is per
+        closed key-minute. Their detectors see the closed minutes (no new events); the minute
+        rows were written when the minutes last changed, so they are final now.
+        """
+        result = BatchResult()
+        result.signals.extend(self._close_due(states, stream))
+        return result
+
+    def _close_due(self, states: StateMapping, stream: StreamTimes) -> list[Signal]:
+        signals: list[Signal] = []
+        for partition, clock in stream.partitions.items():
+            wm = clock.stream_ms
+            for key_id in clock.index.due(stream.closing_horizon_s(partition)):
+                state = states.get(key_id)
+                if state is None:
+                    continue
+                closed = self._close_minutes(state, wm)
+                clock.index.note(key_id, state)
+                if not closed:
+                    continue
+                if closed[-1][0] > state.closed_through_s:
+                    state.closed_through_s = closed[-1][0]
+                for detector in self.detectors:
+                    signals.extend(detector.observe(key_id, state, [], closed))
+                states[key_id] = state
+        return signals
 
     @property
     def _detector_views(self) -> list[tuple[Detector, tuple[str, ...] | None]]:
@@ -507,9 +571,10 @@ class UsageAggregator:
                 break
         return forgotten
 
-    def _close_minutes(self, state: KeyState) -> list[tuple[int, MinuteAggregate]]:
-        """Drop minutes past the allowed lateness; their rows were already emitted."""
-        horizon = state.watermark_ms - self.allowed_lateness_ms - MINUTE_MS
+    def _close_minutes(self, state: KeyState, stream_ms: int = 0) -> list[tuple[int, MinuteAggregate]]:
+        """Drop minutes past the allowed lateness (of the key's own newest event or its partition's
+        stream time, whichever is later); their rows were already emitted."""
+        horizon = max(state.watermark_ms, stream_ms) - self.allowed_lateness_ms - MINUTE_MS
         closed = [(m, a) for m, a in state.open_minutes.items() if m * 1000 <= horizon]
         for minute_s, _ in closed:
             del state.open_minutes[minute_s]

@@ -72,6 +72,9 @@ class KeyState:
     """Each detector's own JSON-serialisable memory, under its name."""
     source: tuple[int, int] | None = None
     """(Kafka partition, offset) of the last event folded in by the worker; None in-process."""
+    closed_through_s: int = -1
+    """Start (epoch seconds) of the newest minute closed for the key: its minute rows up to here are
+    final, so an event for one of them is late (audit trail and recount), never counted twice."""
 
     def to_bytes(self) -> bytes:
         """Serialise for a Faust table or a snapshot.
@@ -98,6 +101,7 @@ class KeyState:
                 "m": {str(k): v.to_json() for k, v in self.open_minutes.items()},
                 "d": self.detector_state,
                 "o": self.source,
+                "c": self.closed_through_s,
             }
         )
 
@@ -117,4 +121,5 @@ class KeyState:
             open_minutes={int(k): MinuteAggregate.from_json(v) for k, v in data["m"].items()},
             detector_state=data["d"],
             source=tuple(data["o"]) if data.get("o") else None,  # type: ignore[arg-type]
+            closed_through_s=data.get("c", -1),
         )

@@ -280,6 +280,8 @@ class UsageAggregator:
         for minute_s, _ in closed:
             del state.open_minutes[minute_s]
         closed.sort(key=lambda item: item[0])
+        if closed:  # the rows of closed minutes are final (stream time, issue 18)
+            state.closed_through_s = max(state.closed_through_s, closed[-1][0])
         return closed
 
     @staticmethod
