@@ -113,14 +113,17 @@ EVIDENCE_LABELS = (
 
 
 def evidence_text(evidence: dict[str, list[str]], per_list: int = 2) -> str:
-    """`1 IP address (203.0.113.7) and 1 route (GET /v1/orders)`, from the signal's evidence lists."""
+    """`IP address 203.0.113.7 and route GET /v1/orders`, `IP addresses a, b and more`, from the evidence lists."""
     parts = []
     for name, singular, plural_noun in EVIDENCE_LABELS:
         items = evidence.get(name) or []
         if not items:
             continue
-        shown = ", ".join(items[:per_list]) + (", …" if len(items) > per_list else "")
-        parts.append(f"{len(items)} {singular if len(items) == 1 else plural_noun} ({shown})")
+        if len(items) > per_list:
+            shown = ", ".join(items[:per_list]) + " and more"
+        else:
+            shown = join_names(list(items), per_list)
+        parts.append(f"{singular if len(items) == 1 else plural_noun} {shown}")
     return join_names(parts, len(parts)) if parts else "no further evidence"
 
 
