@@ -26,6 +26,7 @@ from keytrail.stream_processors.detectors.event_time import EPOCH_ORDINAL, HOUR_
 from keytrail.stream_processors.detectors.feedback import DetectorFeedback
 from keytrail.stream_processors.detectors.levels import ALPHABET, TOP
 from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
+from keytrail.stream_processors.detectors.week_counts import EMPTY, read_counts
 from keytrail.stream_processors.detectors.wording import hour_ranges, join_names, plural, weekday_ranges
 
 _RECENT_HOURS = 4
@@ -112,6 +113,8 @@ class UnusualHourDetector:
         hours = {minute_s // 3600 for minute_s in minutes}
         hours.update(minute_s // 3600 for minute_s, _ in closed_minutes)
         memory = state.detector_state.get(self.name)
+        if memory is not None and "c" not in memory:
+            memory = state.detector_state[self.name] = upgraded(memory)
         recent: list[int] = memory["a"] if memory is not None else []
         fresh = sorted(h for h in hours if h not in recent and not (recent and h < recent[0]))
         if not fresh:
@@ -310,6 +313,29 @@ class UnusualHourDetector:
 def new_memory(first_day: int) -> dict[str, Any]:
     """An empty memory for a key first seen on epoch day `first_day`."""
     return {"f": first_day, "d": -1, "c": "0" * 24, "e": "0" * 7, "q": "0" * 7, "n": 0, "k": 0, "s": -2, "a": []}
+
+
+def upgraded(old: dict[str, Any]) -> dict[str, Any]:
+    """A memory written by the previous version (weeks active per hour of the week, `p`), carried over:
+    a key that had learnt its hours keeps them instead of learning again."""
+    counts = read_counts(old.get("p", EMPTY))
+    recent = [hour for hour in old.get("a", []) if isinstance(hour, int)][-_RECENT_HOURS:]
+    last_day = recent[-1] // 24 if recent else -1
+    first_day = int(old.get("f", last_day if last_day >= 0 else 0))
+    weeks = max(0, last_day - first_day + 1) // 7
+    active = [max(counts[d * 24 : d * 24 + 24]) for d in range(7)]
+    memory = new_memory(first_day)
+    memory["c"] = _write([min(TOP, sum(counts[d * 24 + h] for d in range(7))) for h in range(24)])
+    memory["e"] = _write([min(TOP, a) for a in active])
+    memory["q"] = _write([min(TOP, max(a, weeks)) for a in active])
+    memory["d"], memory["a"], memory["n"] = last_day, recent, int(old.get("n", 0))
+    surprise = int(old.get("s", -1))
+    memory["k"] = min(TOP, (last_day - surprise // 24) if surprise >= 0 else (last_day - first_day + 1))
+    if surprise >= 0:
+        memory["s"] = surprise
+    if "x" in old:
+        memory["x"] = old["x"]
+    return memory
 
 
 def quiet_run(widened: frozenset[int], hour_of_day: int) -> int:

@@ -148,3 +148,20 @@ def test_teach_ignores_feedback_on_other_kinds_and_falls_back_to_the_window():
     assert detector.teach(state, window) is True
     memory = state.detector_state["unusual_hour"]
     assert memory["t"] == 0b1100 and memory["u"] == 1 << 3
+
+
+def test_a_memory_written_by_the_previous_version_keeps_what_it_had_learnt():
+    """States in a Faust table outlive a deploy: the old layout (weeks active per hour of the week) is
+    carried over, not dropped, so an office-hours key does not start learning again."""
+    from keytrail.stream_processors.detectors.week_counts import write_counts
+
+    weeks = [3 if d < 5 and 8 <= h < 18 else 0 for d in range(7) for h in range(24)]
+    last_hour = int((START + timedelta(days=25, hours=17)).timestamp()) // 3600  # Friday of week 4, 17:00
+    old = {"f": int(START.timestamp()) // 86400, "p": write_counts(weeks), "n": 190, "a": [last_hour - 1, last_hour],
+           "s": -1, "x": 0}
+    states = InMemoryStates({"key_h": KeyState(project_id="proj_a", detector_state={"unusual_hour": old})})
+    night = event("key_h", START + timedelta(days=29, hours=2, minutes=30))  # Tuesday 02:30
+    (signal,) = run([UnusualHourDetector()], [night], states=states)[0]
+    assert signal.severity is Severity.MEDIUM and signal.evidence["usual_hours"] == ["08:00–18:00 UTC"]
+    memory = states.get("key_h").detector_state["unusual_hour"]
+    assert "p" not in memory and memory["n"] == 191
