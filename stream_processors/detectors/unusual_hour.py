@@ -22,11 +22,25 @@ from keytrail.schemas.usage import KeyUsageEvent
 from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.core.state import KeyState, MinuteAggregate
 from keytrail.stream_processors.detectors.dedupe import claim_window
-from keytrail.stream_processors.detectors.event_time import EPOCH_ORDINAL, HOUR_MS, WEEKDAYS, minute_text
+from keytrail.stream_processors.detectors.event_time import (
+    EPOCH_ORDINAL,
+    HOUR_MS,
+    WEEK_HOURS,
+    WEEKDAYS,
+    hour_of_week,
+    minute_text,
+)
 from keytrail.stream_processors.detectors.feedback import DetectorFeedback
 from keytrail.stream_processors.detectors.levels import ALPHABET, TOP
 from keytrail.stream_processors.detectors.signal_builder import build_signal, clip
-from keytrail.stream_processors.detectors.week_counts import EMPTY, read_counts
+from keytrail.stream_processors.detectors.week_counts import (
+    EMPTY,
+    MAX_WEEKS,
+    count_at,
+    read_counts,
+    with_count,
+    write_counts,
+)
 from keytrail.stream_processors.detectors.wording import hour_ranges, join_names, plural, weekday_ranges
 
 _RECENT_HOURS = 4
@@ -86,9 +100,10 @@ class UnusualHourDetector:
 
     Works on the key's minutes (the open ones and those closed in the batch), once per new active
     hour, never per event. Severity: medium at an hour outside the band (the night), low on a day the
-    key never used at an hour inside it (a first Saturday of a weekday key).
+    key never used at an hour inside it (a first Saturday of a weekday key). A time of the week (±1 h)
+    that was active in an earlier week is never unusual: a weekly job is news once, not every week.
     Memory: `f` first day, `d` last active day, `c` hour-of-day counts, `e` active days and `q` days
-    passed per weekday, `n` active hours, `k` active days since the last hour outside the band, `s`
+    passed per weekday, `p` weeks active per hour of the week (0..3, 2 bits each), `n` active hours, `k` active days since the last hour outside the band, `s`
     that hour, `a` recent active hours (epoch hours), `t`/`u` hours of the day/weekdays taught as
     known (bit masks, present once taught), `x` end of the last signalled window.
     """
@@ -173,7 +188,10 @@ class UnusualHourDetector:
 
         band = self._band(memory, hours, active)
         signal = None
-        if band is not None:
+        weeks, slot = memory["p"], hour_of_week(hour)
+        weekly = count_at(weeks, (slot - 1) % WEEK_HOURS) or count_at(weeks, slot) or count_at(
+            weeks, (slot + 1) % WEEK_HOURS)  # this time of the week (±1 h) was active before: a weekly job
+        if band is not None and not weekly:
             hour_chance = self._hour_chance(memory, band, hour_of_day)
             day_chance = self._day_chance(memory, band, active, passed, weekday) if new_day else None
             outside = hour_of_day not in band.widened
@@ -192,10 +210,12 @@ class UnusualHourDetector:
             memory["d"] = day
             memory["k"] += 1
         hours[hour_of_day] = min(TOP, hours[hour_of_day] + 1)
+        weeks = with_count(weeks, slot, min(MAX_WEEKS, count_at(weeks, slot) + 1))
         memory["n"] += 1
         if sum(active) >= limits.memory_days:
             hours, active, passed = ([value // 2 for value in counts] for counts in (hours, active, passed))
-        memory["c"], memory["e"], memory["q"] = _write(hours), _write(active), _write(passed)
+            weeks = write_counts([value // 2 for value in read_counts(weeks)])
+        memory["c"], memory["e"], memory["q"], memory["p"] = _write(hours), _write(active), _write(passed), weeks
         return signal
 
     def _band(self, memory: dict[str, Any], hours: list[int], active: list[int]) -> _Band | None:
@@ -312,7 +332,8 @@ class UnusualHourDetector:
 
 def new_memory(first_day: int) -> dict[str, Any]:
     """An empty memory for a key first seen on epoch day `first_day`."""
-    return {"f": first_day, "d": -1, "c": "0" * 24, "e": "0" * 7, "q": "0" * 7, "n": 0, "k": 0, "s": -2, "a": []}
+    return {"f": first_day, "d": -1, "c": "0" * 24, "e": "0" * 7, "q": "0" * 7, "p": EMPTY, "n": 0, "k": 0, "s": -2,
+            "a": []}
 
 
 def upgraded(old: dict[str, Any]) -> dict[str, Any]:
@@ -328,7 +349,7 @@ def upgraded(old: dict[str, Any]) -> dict[str, Any]:
     memory["c"] = _write([min(TOP, sum(counts[d * 24 + h] for d in range(7))) for h in range(24)])
     memory["e"] = _write([min(TOP, a) for a in active])
     memory["q"] = _write([min(TOP, max(a, weeks)) for a in active])
-    memory["d"], memory["a"], memory["n"] = last_day, recent, int(old.get("n", 0))
+    memory["d"], memory["a"], memory["n"], memory["p"] = last_day, recent, int(old.get("n", 0)), old.get("p", EMPTY)
     surprise = int(old.get("s", -1))
     memory["k"] = min(TOP, (last_day - surprise // 24) if surprise >= 0 else (last_day - first_day + 1))
     if surprise >= 0:

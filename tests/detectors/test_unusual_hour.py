@@ -164,4 +164,12 @@ def test_a_memory_written_by_the_previous_version_keeps_what_it_had_learnt():
     (signal,) = run([UnusualHourDetector()], [night], states=states)[0]
     assert signal.severity is Severity.MEDIUM and signal.evidence["usual_hours"] == ["08:00–18:00 UTC"]
     memory = states.get("key_h").detector_state["unusual_hour"]
-    assert "p" not in memory and memory["n"] == 191
+    assert memory["c"][8:18] == "F" * 10 and memory["n"] == 191  # 5 weekdays x 3 weeks at each office hour
+
+
+def test_a_weekly_job_of_an_office_key_is_news_once_not_every_week():
+    history = steady("key_h", days=35, **OFFICE)
+    jobs = [event("key_h", START + timedelta(days=day, hours=3, minutes=5 + m)) for day in (13, 20, 27, 34) for m in range(20)]
+    signals, _ = run([UnusualHourDetector()], history + jobs)
+    assert [s.evidence["hours"] for s in signals] == [["Sunday 03:00 UTC"]]
+    assert signals[0].detected_at == jobs[0].occurred_at
