@@ -152,8 +152,8 @@ class UnusualHourDetector:
         its window) become part of the key's band. Idempotent; True if the band grew."""
         if feedback.kind not in self.kinds:
             return False
-        slots = [_parse_hour(text) for text in feedback.evidence.get("hours", ())]
-        slots = [slot for slot in slots if slot is not None]
+        parsed = [_parse_hour(text) for text in feedback.evidence.get("hours", ())]
+        slots: list[tuple[int, int]] = [slot for slot in parsed if slot is not None]
         if not slots:
             first = feedback.window_start_ms // HOUR_MS
             last = max(first + 1, -(-feedback.window_end_ms // HOUR_MS))
@@ -161,6 +161,8 @@ class UnusualHourDetector:
         memory = state.detector_state.get(self.name)
         if memory is None:
             memory = state.detector_state[self.name] = new_memory(feedback.window_start_ms // (24 * HOUR_MS))
+        elif "c" not in memory:
+            memory = state.detector_state[self.name] = upgraded(memory)
         hours_mask, days_mask = memory.get("t", 0), memory.get("u", 0)
         for weekday, hour_of_day in slots:
             hours_mask |= 1 << hour_of_day
