@@ -93,6 +93,11 @@ class _Band:
     outside_active: int
     outside_observed: int
 
+    @property
+    def outside_chance(self) -> float:
+        """The estimated chance that an hour outside the band is active: (active + ½) / (observed + 1)."""
+        return (self.outside_active + 0.5) / (self.outside_observed + 1)
+
 
 class UnusualHourDetector:
     """Per key: on how many active days it was active at each hour of the day (24 counts), per
@@ -245,20 +250,23 @@ class UnusualHourDetector:
             return None
         if memory["k"] < limits.calm_days:
             return None
-        chance = (band.outside_active + 0.5) / (band.outside_observed + 1)
+        chance = band.outside_chance
         return chance if chance <= limits.max_outside_chance else None
 
     def _day_chance(self, memory: dict[str, Any], band: _Band, active: list[int], passed: list[int],
                     weekday: int) -> float | None:
         """The estimated chance that a day the key never used is active, when that makes it unusual."""
+        limits = self.thresholds
         if weekday in band.days:
             return None
+        if longest_quiet_run(band.widened) < limits.min_quiet_hours or band.outside_chance > limits.max_outside_chance:
+            return None  # no working-hours pattern (quiet nights): a key busy at any hour is never judged by day
         unused = [d for d in range(7) if d not in band.days]
         observed = sum(passed[d] for d in unused)
         if observed < 1:
             return None  # none of those days has gone by yet: no evidence the key rests on them
         chance = 0.5 / (observed + 1)
-        return chance if chance <= self.thresholds.max_off_day_chance else None
+        return chance if chance <= limits.max_off_day_chance else None
 
     def _signal(
         self,
@@ -376,6 +384,11 @@ def quiet_run(widened: frozenset[int], hour_of_day: int) -> int:
                 break
             length += 1
     return length
+
+
+def longest_quiet_run(widened: frozenset[int]) -> int:
+    """The longest run of consecutive hours of the day (wrapping at midnight) outside `widened`."""
+    return max((quiet_run(widened, hour) for hour in range(24) if hour not in widened), default=0)
 
 
 def _weekday(day: int) -> int:

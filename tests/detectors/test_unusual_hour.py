@@ -173,3 +173,11 @@ def test_a_weekly_job_of_an_office_key_is_news_once_not_every_week():
     signals, _ = run([UnusualHourDetector()], history + jobs)
     assert [s.evidence["hours"] for s in signals] == [["Sunday 03:00 UTC"]]
     assert signals[0].detected_at == jobs[0].occurred_at
+
+
+def test_a_key_busy_at_any_hour_is_not_judged_by_the_day_either():
+    """Found by the 100-key false-alert run: a key active at any hour on weekdays and Sundays, never yet on
+    a Saturday, used one Saturday evening. Without quiet nights it has no working-hours pattern to break."""
+    history = steady("key_h", days=21, every_s=1800, weekdays=(0, 1, 2, 3, 4, 6))
+    saturday = event("key_h", START + timedelta(days=26, hours=20, minutes=56))
+    assert run([UnusualHourDetector()], history + [saturday])[0] == []
