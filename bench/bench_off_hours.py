@@ -58,7 +58,7 @@ def recall(make, seeds: int, keys: int) -> tuple[int, int]:
     return found, total
 
 
-def false_signals(make, population, days: int, seed: int) -> dict[str, float]:
+def false_signals(make, population, days: int, seed: int, show: bool = False) -> dict:
     core, states, signals = UsageAggregator(detectors=[make()]), InMemoryStates(), []
     for events in merged_days(population, days, seed):
         for begin in range(0, len(events), 5000):
@@ -68,6 +68,9 @@ def false_signals(make, population, days: int, seed: int) -> dict[str, float]:
         after = [s for s in signals if s.kind is SignalKind.UNUSUAL_HOUR and s.detected_at >= SIM_START + timedelta(days=cut)]
         key_days = len(population) * (days - cut)
         result[f"after_day_{cut}"] = {"signals": len(after), "key_days": key_days, "per_1000": 1000 * len(after) / key_days}
+        if show and cut == 7:
+            for signal in after:
+                print(f"  [seed {seed}] {signal.severity.value} {signal.message}", file=sys.stderr)
     sizes = [len(orjson.dumps(state.detector_state.get("unusual_hour", {}))) for _, state in states.items()]
     result["state_bytes_max"] = max(sizes)
     return result
@@ -96,6 +99,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--keys", type=int, default=10)
     parser.add_argument("--population", type=int, default=60)
+    parser.add_argument("--population-seeds", default="202", help="comma-separated seeds of random_population")
+    parser.add_argument("--show", action="store_true", help="print the false signals' messages")
     parser.add_argument("--days", type=int, default=44)
     parser.add_argument("--cost-days", type=int, default=10)
     parser.add_argument("--reference")
@@ -104,18 +109,24 @@ def main() -> None:
     versions = {"this": UnusualHourDetector}
     if args.reference:
         versions["reference"] = load_reference(args.reference)
+    seeds = [int(seed) for seed in args.population_seeds.split(",")]
     populations = {
-        "random_population": (random_population(args.population, seed=202), 202),
-        "quiet_and_office_hours": (quiet_and_office_hours_population(args.population, seed=118), 118),
+        "random_population": [(random_population(args.population, seed=seed), seed) for seed in seeds],
+        "quiet_and_office_hours": [(quiet_and_office_hours_population(args.population, seed=118), 118)],
     }
     report: dict = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
                     "load_average": os.getloadavg(), "args": vars(args), "versions": {}}
     for name, make in versions.items():
         found, total = recall(make, args.seeds, args.keys)
         entry = {"recall": {"caught": found, "incidents": total, "share": found / total}}
-        for label, (population, seed) in populations.items():
-            entry[label] = false_signals(make, population, args.days, seed)
-        per_event, events = cost(make, populations["random_population"][0], args.cost_days, 202)
+        for label, runs in populations.items():
+            parts = [false_signals(make, population, args.days, seed, args.show) for population, seed in runs]
+            entry[label] = {
+                cut: {"signals": sum(p[cut]["signals"] for p in parts), "key_days": sum(p[cut]["key_days"] for p in parts),
+                      "per_1000": 1000 * sum(p[cut]["signals"] for p in parts) / sum(p[cut]["key_days"] for p in parts)}
+                for cut in ("after_day_7", "after_day_14")
+            } | {"state_bytes_max": max(p["state_bytes_max"] for p in parts), "seeds": [seed for _, seed in runs]}
+        per_event, events = cost(make, populations["random_population"][0][0], args.cost_days, seeds[0])
         entry["cost"] = {"us_per_event": per_event * 1e6, "events": events}
         report["versions"][name] = entry
     if args.json:
