@@ -188,42 +188,60 @@ class UnusualHourDetector:
         limits = self.thresholds
         day, hour_of_day = divmod(hour, 24)
         weekday = _weekday(day)
-        hours, active, passed = _read(memory["c"]), _read(memory["e"]), _read(memory["q"])
+        hours_text, active_text = memory["c"], memory["e"]
         new_day = day > memory["d"]
+        active, passed = _read(active_text), _read(memory["q"])
         if new_day and memory["d"] >= 0:
             _pass_days(passed, memory["d"] + 1, day)  # days since the last active one went by unused
 
-        band = self._band(memory, hours, active)
         signal = None
         weeks, slot = memory["p"], hour_of_week(hour)
         weekly = count_at(weeks, (slot - 1) % WEEK_HOURS) or count_at(weeks, slot) or count_at(
             weeks, (slot + 1) % WEEK_HOURS)  # this time of the week (±1 h) was active before: a weekly job
-        if band is not None and not weekly:
-            hour_chance = self._hour_chance(memory, band, hour_of_day)
-            day_chance = self._day_chance(memory, band, active, passed, weekday) if new_day else None
-            outside = hour_of_day not in band.widened
-            continuing = hour - memory["s"] <= 1  # the same session as the previous hour outside the band
-            if (hour_chance is not None or day_chance is not None) and not continuing:
-                signal = self._signal(key_id, state, memory, band, hour, weekday, hour_chance, day_chance,
-                                      events, closed_minutes)
-            if outside or (new_day and weekday not in band.days):
-                memory["s"] = hour
-            if outside:  # the nights are less quiet than they looked: the key has to settle again
-                memory["k"] = -1 if new_day else 0  # counted back to 0 below when it opens a new day
+        active_days = sum(active)
+        if not weekly and active_days >= limits.min_active_days and not self._plainly_inside(
+                memory, hours_text, active, active_days, hour_of_day, weekday, new_day):
+            band = self._band(memory, _read(hours_text), active)
+            if band is not None:
+                hour_chance = self._hour_chance(memory, band, hour_of_day)
+                day_chance = self._day_chance(memory, band, active, passed, weekday) if new_day else None
+                outside = hour_of_day not in band.widened
+                continuing = hour - memory["s"] <= 1  # the same session as the previous hour outside the band
+                if (hour_chance is not None or day_chance is not None) and not continuing:
+                    signal = self._signal(key_id, state, memory, band, hour, weekday, hour_chance, day_chance,
+                                          events, closed_minutes)
+                if outside or (new_day and weekday not in band.days):
+                    memory["s"] = hour
+                if outside:  # the nights are less quiet than they looked: the key has to settle again
+                    memory["k"] = -1 if new_day else 0  # counted back to 0 below when it opens a new day
 
+        memory["c"] = _bumped(hours_text, hour_of_day)
+        memory["p"] = with_count(weeks, slot, min(MAX_WEEKS, count_at(weeks, slot) + 1))
+        memory["n"] += 1
         if new_day:
             passed[weekday] = min(TOP, passed[weekday] + 1)
             active[weekday] = min(TOP, active[weekday] + 1)
             memory["d"] = day
             memory["k"] += 1
-        hours[hour_of_day] = min(TOP, hours[hour_of_day] + 1)
-        weeks = with_count(weeks, slot, min(MAX_WEEKS, count_at(weeks, slot) + 1))
-        memory["n"] += 1
-        if sum(active) >= limits.memory_days:
-            hours, active, passed = ([value // 2 for value in counts] for counts in (hours, active, passed))
-            weeks = write_counts([value // 2 for value in read_counts(weeks)])
-        memory["c"], memory["e"], memory["q"], memory["p"] = _write(hours), _write(active), _write(passed), weeks
+            if active_days + 1 >= limits.memory_days:  # old habits fade: every count halves
+                active, passed = [value // 2 for value in active], [value // 2 for value in passed]
+                memory["c"] = _write([value // 2 for value in _read(memory["c"])])
+                memory["p"] = write_counts([value // 2 for value in read_counts(memory["p"])])
+            memory["e"], memory["q"] = _write(active), _write(passed)
         return signal
+
+    def _plainly_inside(self, memory: dict[str, Any], hours_text: str, active: list[int], active_days: int,
+                        hour_of_day: int, weekday: int, new_day: bool) -> bool:
+        """The cheap common case: an hour inside the band (±1 h) on a day the key uses (no band to build)."""
+        if new_day and not active[weekday] and not memory.get("u", 0) >> weekday & 1:
+            return False
+        needed = max(self.thresholds.min_band_days, self.thresholds.band_day_share * active_days)
+        taught = memory.get("t", 0)
+        for delta in (-1, 0, 1):
+            h = (hour_of_day + delta) % 24
+            if _INDEX[hours_text[h]] >= needed or taught >> h & 1:
+                return True
+        return False
 
     def _band(self, memory: dict[str, Any], hours: list[int], active: list[int]) -> _Band | None:
         """The key's band, if it has shown a stable pattern (`min_active_days`, `min_band_share`)."""
@@ -401,6 +419,11 @@ def _read(text: str) -> list[int]:
 
 def _write(counts: list[int]) -> str:
     return "".join(ALPHABET[count] for count in counts)
+
+
+def _bumped(text: str, index: int) -> str:
+    """The counts string with one count raised by one (capped)."""
+    return text[:index] + ALPHABET[min(TOP, _INDEX[text[index]] + 1)] + text[index + 1 :]
 
 
 def _pass_days(passed: list[int], first_day: int, end_day: int) -> None:
