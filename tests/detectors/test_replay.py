@@ -35,7 +35,7 @@ def quick_detectors():
         DormantKeyDetector(DormantKeyThresholds(dormant_days=3)),
         NewNetworkDetector(NewNetworkThresholds(learning_days=1)),
         NewRouteDetector(NewRouteThresholds(learning_days=1)),
-        UnusualHourDetector(UnusualHourThresholds(learning_days=2, surprises_from_day=2, min_active_hours=10, edge_weeks=1)),
+        UnusualHourDetector(UnusualHourThresholds(min_active_days=2, calm_days=2, max_outside_chance=0.05)),
         RateSpikeDetector(RateSpikeThresholds(judge_after_hours=24)),
         ManyIpsDetector(ManyIpsThresholds(learning_days=1)),
         DenialBurstDetector(DenialBurstThresholds(learning_days=1)),
