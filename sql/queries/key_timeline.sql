@@ -1,6 +1,8 @@
 -- key_timeline: every request made with one key, newest first.
 -- Answers: who used this key, when, from where, for what and with what outcome. One row per
--- event: a duplicate delivery is shown once, and an on-time copy wins over a late one.
+-- event: a duplicate delivery is shown once, and an on-time copy wins over a late one. Reads the
+-- key's events newest first in table order and stops after `limit` rows (no FINAL: copies of an
+-- event sit next to each other in that order, so LIMIT 1 BY keeps one, the on-time one first).
 -- Parameters:
 --   key_id   String                 the key's public id
 --   since    DateTime = 24h         start of the window (inclusive)
@@ -25,13 +27,13 @@ SELECT
     response_bytes,
     request_id,
     on_time = 0 AS late
-FROM usage_events FINAL
+FROM usage_events
 WHERE key_id = {key_id:String}
   AND occurred_at >= {since:DateTime64(3, 'UTC')}
   AND occurred_at < {until:DateTime64(3, 'UTC')}
   AND ({project:String} = '' OR project_id = {project:String})
   AND ({outcome:String} = '' OR toString(outcome) = {outcome:String})
   AND ({route:String} = '' OR route = {route:String})
-ORDER BY occurred_at DESC, event_id
+ORDER BY occurred_at DESC, event_id, on_time DESC
+LIMIT 1 BY occurred_at, event_id
 LIMIT {limit:UInt32}
-SETTINGS do_not_merge_across_partitions_select_final = 1

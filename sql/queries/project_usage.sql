@@ -1,11 +1,19 @@
 -- project_usage: requests, errors, denials and active keys per project in a window.
 -- Answers: how much each project uses its keys and how much of it fails or is refused. Counts
--- whole hours, from the one containing `since` up to `until` (usage_hourly, exact at any moment;
--- duplicates counted once). One row per project, busiest first.
+-- whole hours, from the one containing `since` up to `until` (the whole UTC days among them from
+-- usage_daily, the others from usage_hourly, exact at any moment; duplicates counted once). One
+-- row per project, busiest first.
 -- Parameters:
 --   since    DateTime = 24h         start of the window (rounded down to the hour)
 --   until    DateTime = now         end of the window (exclusive)
 --   project  Project = ''           only this project ('' = every project)
+WITH
+    toStartOfHour({since:DateTime64(3, 'UTC')}) AS from_hour,
+    -- whole UTC days inside the window come from the daily rollup, once they are older than the
+    -- live hours of usage_hourly; the hours around them from usage_hourly
+    toDate(from_hour + INTERVAL 1 DAY - INTERVAL 1 SECOND, 'UTC') AS days_from,
+    toDate(least(toDateTime(toStartOfHour({until:DateTime64(3, 'UTC')} - INTERVAL 1 MILLISECOND), 'UTC') + INTERVAL 1 HOUR,
+                 toStartOfHour(now()) - INTERVAL 1 HOUR), 'UTC') AS days_to
 SELECT
     project_id,
     uniqExact(key_id) AS active_keys,
@@ -16,10 +24,21 @@ SELECT
     round(total_denials / total_requests, 4) AS denial_rate,
     sum(request_bytes) AS total_request_bytes,
     sum(response_bytes) AS total_response_bytes
-FROM usage_hourly
-WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')})
-  AND hour < {until:DateTime64(3, 'UTC')}
-  AND ({project:String} = '' OR project_id = {project:String})
+FROM
+(
+    SELECT key_id, project_id, requests, errors, denials, request_bytes, response_bytes
+    FROM usage_daily
+    WHERE day >= days_from
+      AND day < days_to
+      AND ({project:String} = '' OR project_id = {project:String})
+    UNION ALL
+    SELECT key_id, project_id, requests, errors, denials, request_bytes, response_bytes
+    FROM usage_hourly
+    WHERE hour >= from_hour
+      AND hour < {until:DateTime64(3, 'UTC')}
+      AND NOT (hour >= toDateTime(days_from, 'UTC') AND hour < toDateTime(days_to, 'UTC'))
+      AND ({project:String} = '' OR project_id = {project:String})
+)
 GROUP BY project_id
 HAVING total_requests > 0
 ORDER BY total_requests DESC, project_id
