@@ -4,9 +4,9 @@
 -- revoked, disabled and rate_limited. One row per key and time bucket, biggest burst first;
 -- each event is counted once however often it was delivered. The live set rollups narrow the
 -- search: their refusal counters count every stored copy (late ones too), so they never count
--- less than the events; first the keys with enough in the window's days (key_usage_day_sets),
--- then their hours that can hold such a bucket (key_usage_hour_sets); the buckets are then
--- counted from the raw events.
+-- less than the events: the hours that can hold such a bucket (key_usage_hour_sets) of the keys
+-- with enough in the window's days (key_usage_day_sets); the buckets are then counted from
+-- the raw events.
 -- Parameters:
 --   since           DateTime = 24h          start of the window (inclusive)
 --   until           DateTime = now          end of the window (exclusive)
@@ -44,14 +44,13 @@ WITH
             (
                 SELECT key_id, hour, sum(denied_copies) AS denials
                 FROM key_usage_hour_sets
-                WHERE toDate(hour) >= toDate({since:DateTime64(3, 'UTC')}, 'UTC')
-                  AND toDate(hour) <= toDate({until:DateTime64(3, 'UTC')}, 'UTC')
-                  AND key_id IN (SELECT key_id FROM denied_keys)
-                  AND hour >= toStartOfHour({since:DateTime64(3, 'UTC')})
+                WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')})
                   AND hour < {until:DateTime64(3, 'UTC')}
+                  AND denied_copies > 0
                   AND ({project:String} = '' OR project_id = {project:String})
                 GROUP BY key_id, hour
-                HAVING denials > 0
+                -- when the group is the hour, an hour with fewer cannot qualify
+                HAVING denials >= if(60 % {bucket_minutes:UInt32} = 0, {min_denials:UInt32}, 1)
             )
         )
         WHERE group_denials >= {min_denials:UInt32}
@@ -72,7 +71,7 @@ FROM
 (
     SELECT event_id, key_id, project_id, occurred_at, outcome, client_ip, route
     FROM usage_events
-    WHERE key_id IN (SELECT key_id FROM denied_hours)
+    WHERE key_id IN (SELECT key_id FROM denied_keys)
       AND (key_id, toStartOfHour(occurred_at)) IN (SELECT key_id, hour FROM denied_hours)
       AND occurred_at >= {since:DateTime64(3, 'UTC')}
       AND occurred_at < {until:DateTime64(3, 'UTC')}

@@ -36,7 +36,7 @@ FROM
     FROM usage_hourly
     WHERE hour >= from_hour
       AND hour < {until:DateTime64(3, 'UTC')}
-      AND NOT (hour >= toDateTime(days_from, 'UTC') AND hour < toDateTime(days_to, 'UTC'))
+      AND (hour < toDateTime(days_from, 'UTC') OR hour >= toDateTime(days_to, 'UTC'))
       AND ({project:String} = '' OR project_id = {project:String})
 )
 GROUP BY project_id

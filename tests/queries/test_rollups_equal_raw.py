@@ -30,11 +30,12 @@ DENIALS = "('denied', 'invalid', 'expired', 'revoked', 'disabled', 'rate_limited
 NETWORK = """if(startsWith(toString(network), '::ffff:'),
        concat(replaceOne(toString(network), '::ffff:', ''), '/24'), concat(toString(network), '/48'))"""
 PROJECT = "({project:String} = '' OR project_id = {project:String})"
-# "whole hours from the one containing `since` up to `until`": every hour that starts before until
+# "whole hours from the one containing `since` up to `until`": every hour that starts before until.
+# Counts hold every stored event once, late ones too (the sink recounts their minutes from the
+# audit trail, docs/exact-counts.md); address and network sets hold on-time events only.
 WHOLE_HOURS = f"""
 FROM usage_events FINAL
-WHERE on_time = 1
-  AND occurred_at >= toStartOfHour({{since:DateTime64(3, 'UTC')}})
+WHERE occurred_at >= toStartOfHour({{since:DateTime64(3, 'UTC')}})
   AND toStartOfHour(occurred_at) < {{until:DateTime64(3, 'UTC')}}
   AND {PROJECT}
 """
@@ -55,10 +56,11 @@ SELECT project_id, uniqExact(key_id) AS active_keys, count() AS total_requests,
 {WHOLE_HOURS}
 GROUP BY project_id ORDER BY total_requests DESC, project_id""",
     "keys_many_networks": f"""
-SELECT key_id, project_id, uniqExact(network) AS networks, uniqExact(client_ip) AS ips, count() AS total_requests,
+SELECT key_id, project_id, uniqExactIf(network, on_time = 1) AS networks, uniqExactIf(client_ip, on_time = 1) AS ips,
+       count() AS total_requests,
        toStartOfHour(toDateTime(min(occurred_at), 'UTC')) AS first_hour,
        toStartOfHour(toDateTime(max(occurred_at), 'UTC')) AS last_hour,
-       arraySlice(arraySort(groupUniqArray({NETWORK})), 1, 20) AS sample_networks
+       arraySlice(arraySort(groupUniqArrayIf({NETWORK}, on_time = 1)), 1, 20) AS sample_networks
 {WHOLE_HOURS}
 GROUP BY key_id, project_id HAVING networks >= {{min_networks:UInt32}} ORDER BY networks DESC, key_id
 LIMIT {{limit:UInt32}}""",
