@@ -1,8 +1,8 @@
 -- keys_many_networks: keys used from at least N networks (IPv4 /24, IPv6 /48) in a window.
 -- Answers: which keys look shared or leaked: one service calls from a few stable networks, a
 -- leaked key shows up from many. Counts whole hours, from the one containing `since` up to
--- `until` (on-time events; the whole UTC days among them from usage_daily, the others from
--- usage_hourly). One row per key, most networks first, with up to 20 of them.
+-- `until` (on-time events; the whole UTC days among them from usage_daily, the other hours as
+-- usage_hourly has them). One row per key, most networks first, with up to 20 of them.
 -- Parameters:
 --   since         DateTime = 24h          start of the window (rounded down to the hour)
 --   until         DateTime = now          end of the window (exclusive)
@@ -11,11 +11,13 @@
 --   limit         UInt32[1..10000] = 50   rows to return
 WITH
     toStartOfHour({since:DateTime64(3, 'UTC')}) AS from_hour,
-    -- whole UTC days inside the window come from the daily rollup, once they are older than the
-    -- live hours of usage_hourly; the hours around them from usage_hourly
+    -- the current and previous hour are counted live from the per-minute rows (as usage_hourly
+    -- does), older hours come from the hourly rollup, and whole UTC days older than that from the
+    -- daily rollup
+    toDateTime(toStartOfHour(now()) - INTERVAL 1 HOUR, 'UTC') AS live_from,
     toDate(from_hour + INTERVAL 1 DAY - INTERVAL 1 SECOND, 'UTC') AS days_from,
     toDate(least(toDateTime(toStartOfHour({until:DateTime64(3, 'UTC')} - INTERVAL 1 MILLISECOND), 'UTC') + INTERVAL 1 HOUR,
-                 toStartOfHour(now()) - INTERVAL 1 HOUR), 'UTC') AS days_to
+                 live_from), 'UTC') AS days_to
 SELECT
     key_id,
     project_id,
@@ -50,10 +52,25 @@ FROM
           AND ({project:String} = '' OR project_id = {project:String})
         UNION ALL
         SELECT key_id, project_id, networks_seen, ips_seen, requests, hour, hour
-        FROM usage_hourly
+        FROM key_usage_hourly FINAL
         WHERE hour >= from_hour
           AND hour < {until:DateTime64(3, 'UTC')}
+          AND hour < live_from
           AND (hour < toDateTime(days_from, 'UTC') OR hour >= toDateTime(days_to, 'UTC'))
+          AND ({project:String} = '' OR project_id = {project:String})
+        UNION ALL
+        -- the live hours: counts from the per-minute rows, sets from the live set rollup
+        SELECT key_id, project_id, [], [], sum(requests), toStartOfHour(minute) AS hour, hour
+        FROM key_usage_minute FINAL
+        WHERE minute >= greatest(live_from, from_hour)
+          AND toStartOfHour(minute) < {until:DateTime64(3, 'UTC')}
+          AND ({project:String} = '' OR project_id = {project:String})
+        GROUP BY key_id, project_id, hour
+        UNION ALL
+        SELECT key_id, project_id, finalizeAggregation(networks), finalizeAggregation(ips), 0, hour, hour
+        FROM key_usage_hour_sets
+        WHERE hour >= greatest(live_from, from_hour)
+          AND hour < {until:DateTime64(3, 'UTC')}
           AND ({project:String} = '' OR project_id = {project:String})
     )
     GROUP BY key_id, project_id

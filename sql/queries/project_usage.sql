@@ -9,11 +9,13 @@
 --   project  Project = ''           only this project ('' = every project)
 WITH
     toStartOfHour({since:DateTime64(3, 'UTC')}) AS from_hour,
-    -- whole UTC days inside the window come from the daily rollup, once they are older than the
-    -- live hours of usage_hourly; the hours around them from usage_hourly
+    -- the current and previous hour are counted live from the per-minute rows (as usage_hourly
+    -- does), older hours come from the hourly rollup, and whole UTC days older than that from the
+    -- daily rollup
+    toDateTime(toStartOfHour(now()) - INTERVAL 1 HOUR, 'UTC') AS live_from,
     toDate(from_hour + INTERVAL 1 DAY - INTERVAL 1 SECOND, 'UTC') AS days_from,
     toDate(least(toDateTime(toStartOfHour({until:DateTime64(3, 'UTC')} - INTERVAL 1 MILLISECOND), 'UTC') + INTERVAL 1 HOUR,
-                 toStartOfHour(now()) - INTERVAL 1 HOUR), 'UTC') AS days_to
+                 live_from), 'UTC') AS days_to
 SELECT
     project_id,
     uniqExact(key_id) AS active_keys,
@@ -33,11 +35,19 @@ FROM
       AND ({project:String} = '' OR project_id = {project:String})
     UNION ALL
     SELECT key_id, project_id, requests, errors, denials, request_bytes, response_bytes
-    FROM usage_hourly
+    FROM key_usage_hourly FINAL
     WHERE hour >= from_hour
       AND hour < {until:DateTime64(3, 'UTC')}
+      AND hour < live_from
       AND (hour < toDateTime(days_from, 'UTC') OR hour >= toDateTime(days_to, 'UTC'))
       AND ({project:String} = '' OR project_id = {project:String})
+    UNION ALL
+    SELECT key_id, project_id, sum(requests), sum(errors), sum(denials), sum(request_bytes), sum(response_bytes)
+    FROM key_usage_minute FINAL
+    WHERE minute >= greatest(live_from, from_hour)
+      AND toStartOfHour(minute) < {until:DateTime64(3, 'UTC')}
+      AND ({project:String} = '' OR project_id = {project:String})
+    GROUP BY key_id, project_id, toStartOfHour(minute)
 )
 GROUP BY project_id
 HAVING total_requests > 0

@@ -1,7 +1,7 @@
 -- top_keys: the busiest keys in a window, by requests, errors or denials.
 -- Answers: which keys carry the traffic, fail the most, or are refused the most. Counts whole
 -- hours: every hour from the one containing `since` up to `until` (the whole UTC days among them
--- from usage_daily, the others from usage_hourly, exact at any moment, so a re-sent or duplicated
+-- from usage_daily, the other hours as usage_hourly has them, exact at any moment, so a re-sent or duplicated
 -- event is counted once). One row per key, highest first; keys with none of the chosen count are
 -- left out.
 -- Parameters:
@@ -12,11 +12,13 @@
 --   limit    UInt32[1..10000] = 20            rows to return
 WITH
     toStartOfHour({since:DateTime64(3, 'UTC')}) AS from_hour,
-    -- whole UTC days inside the window come from the daily rollup, once they are older than the
-    -- live hours of usage_hourly; the hours around them from usage_hourly
+    -- the current and previous hour are counted live from the per-minute rows (as usage_hourly
+    -- does), older hours come from the hourly rollup, and whole UTC days older than that from the
+    -- daily rollup
+    toDateTime(toStartOfHour(now()) - INTERVAL 1 HOUR, 'UTC') AS live_from,
     toDate(from_hour + INTERVAL 1 DAY - INTERVAL 1 SECOND, 'UTC') AS days_from,
     toDate(least(toDateTime(toStartOfHour({until:DateTime64(3, 'UTC')} - INTERVAL 1 MILLISECOND), 'UTC') + INTERVAL 1 HOUR,
-                 toStartOfHour(now()) - INTERVAL 1 HOUR), 'UTC') AS days_to
+                 live_from), 'UTC') AS days_to
 SELECT
     key_id,
     project_id,
@@ -35,11 +37,19 @@ FROM
       AND ({project:String} = '' OR project_id = {project:String})
     UNION ALL
     SELECT key_id, project_id, requests, errors, denials, 1 AS hours
-    FROM usage_hourly
+    FROM key_usage_hourly FINAL
     WHERE hour >= from_hour
       AND hour < {until:DateTime64(3, 'UTC')}
+      AND hour < live_from
       AND (hour < toDateTime(days_from, 'UTC') OR hour >= toDateTime(days_to, 'UTC'))
       AND ({project:String} = '' OR project_id = {project:String})
+    UNION ALL
+    SELECT key_id, project_id, sum(requests), sum(errors), sum(denials), 1
+    FROM key_usage_minute FINAL
+    WHERE minute >= greatest(live_from, from_hour)
+      AND toStartOfHour(minute) < {until:DateTime64(3, 'UTC')}
+      AND ({project:String} = '' OR project_id = {project:String})
+    GROUP BY key_id, project_id, toStartOfHour(minute)
 )
 GROUP BY key_id, project_id
 HAVING multiIf({by:String} = 'errors', total_errors, {by:String} = 'denials', total_denials, total_requests) > 0
