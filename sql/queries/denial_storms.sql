@@ -44,7 +44,9 @@ WITH
             (
                 SELECT key_id, hour, sum(denied_copies) AS denials
                 FROM key_usage_hour_sets
-                WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')})
+                WHERE toDate(hour) >= toDate({since:DateTime64(3, 'UTC')}, 'UTC')
+                  AND toDate(hour) <= toDate({until:DateTime64(3, 'UTC')}, 'UTC')
+                  AND hour >= toStartOfHour({since:DateTime64(3, 'UTC')})
                   AND hour < {until:DateTime64(3, 'UTC')}
                   AND denied_copies > 0
                   AND ({project:String} = '' OR project_id = {project:String})
@@ -83,3 +85,4 @@ GROUP BY key_id, project_id, bucket_start
 HAVING denials >= {min_denials:UInt32}
 ORDER BY denials DESC, bucket_start, key_id
 LIMIT {limit:UInt32}
+SETTINGS optimize_time_filter_with_preimage = 0

@@ -56,7 +56,9 @@ FROM
         WHERE hour >= from_hour
           AND hour < {until:DateTime64(3, 'UTC')}
           AND hour < live_from
-          AND (hour < toDateTime(days_from, 'UTC') OR hour >= toDateTime(days_to, 'UTC'))
+          AND (toDate(hour) < days_from OR toDate(hour) >= days_to)
+          AND toDate(hour) >= toDate(from_hour, 'UTC')  -- ranges on the sort key's leading toDate(hour)
+          AND toDate(hour) <= toDate({until:DateTime64(3, 'UTC')}, 'UTC')
           AND ({project:String} = '' OR project_id = {project:String})
         UNION ALL
         -- the live hours: counts from the per-minute rows, sets from the live set rollup
@@ -78,3 +80,4 @@ FROM
 )
 ORDER BY networks DESC, key_id
 LIMIT {limit:UInt32}
+SETTINGS optimize_time_filter_with_preimage = 0

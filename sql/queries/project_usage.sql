@@ -39,7 +39,9 @@ FROM
     WHERE hour >= from_hour
       AND hour < {until:DateTime64(3, 'UTC')}
       AND hour < live_from
-      AND (hour < toDateTime(days_from, 'UTC') OR hour >= toDateTime(days_to, 'UTC'))
+      AND (toDate(hour) < days_from OR toDate(hour) >= days_to)
+      AND toDate(hour) >= toDate(from_hour, 'UTC')  -- ranges on the sort key's leading toDate(hour)
+      AND toDate(hour) <= toDate({until:DateTime64(3, 'UTC')}, 'UTC')
       AND ({project:String} = '' OR project_id = {project:String})
     UNION ALL
     SELECT key_id, project_id, sum(requests), sum(errors), sum(denials), sum(request_bytes), sum(response_bytes)
@@ -52,3 +54,4 @@ FROM
 GROUP BY project_id
 HAVING total_requests > 0
 ORDER BY total_requests DESC, project_id
+SETTINGS optimize_time_filter_with_preimage = 0

@@ -41,7 +41,9 @@ FROM
     WHERE hour >= from_hour
       AND hour < {until:DateTime64(3, 'UTC')}
       AND hour < live_from
-      AND (hour < toDateTime(days_from, 'UTC') OR hour >= toDateTime(days_to, 'UTC'))
+      AND (toDate(hour) < days_from OR toDate(hour) >= days_to)
+      AND toDate(hour) >= toDate(from_hour, 'UTC')  -- ranges on the sort key's leading toDate(hour)
+      AND toDate(hour) <= toDate({until:DateTime64(3, 'UTC')}, 'UTC')
       AND ({project:String} = '' OR project_id = {project:String})
     UNION ALL
     SELECT key_id, project_id, sum(requests), sum(errors), sum(denials), 1
@@ -55,3 +57,4 @@ GROUP BY key_id, project_id
 HAVING multiIf({by:String} = 'errors', total_errors, {by:String} = 'denials', total_denials, total_requests) > 0
 ORDER BY multiIf({by:String} = 'errors', total_errors, {by:String} = 'denials', total_denials, total_requests) DESC, key_id
 LIMIT {limit:UInt32}
+SETTINGS optimize_time_filter_with_preimage = 0
