@@ -1,4 +1,5 @@
--- Live per key-hour and key-day sets, so the canned queries stay within 50 ms over 10M events.
+-- Live per key-hour and key-day sets and day-first rollups, to cut what the canned queries read
+-- over 10M events (target p95 <= 50 ms, bench/bench_queries.py; items 4 and 5 are further down).
 --
 -- 1. key_usage_hourly_clients (0005) goes: at this traffic's density (most key-hours hold a few
 --    events from different addresses) it was about as big as usage_events, and reading it still
