@@ -154,7 +154,48 @@ def lifecycle(store, at: datetime) -> None:
     }) for key, action, when in rows))
 
 
+BASELINE_FROM_EVENTS = f"""    last_day AS
+    (
+        SELECT
+            count() AS requests, countIf(outcome = 'error' OR status >= 500) AS errors,
+            countIf(outcome IN {DENIALS}) AS denials, uniqExactIf(client_ip, on_time = 1) AS ips,
+            groupUniqArrayIf(network, on_time = 1) AS network_set, groupUniqArrayIf(route, on_time = 1) AS route_set,
+            groupUniqArrayIf(user_agent, on_time = 1) AS agent_set
+        FROM usage_events FINAL
+        WHERE key_id = {{key_id:String}} AND occurred_at >= period_start AND occurred_at < period_end AND {PROJECT}
+    ),
+    before AS
+    (
+        SELECT
+            [sum(requests), sum(errors), sum(denials), sum(distinct_ips), sum(distinct_networks), sum(distinct_routes),
+             sum(distinct_user_agents)] AS totals,
+            [max(requests), max(errors), max(denials), max(distinct_ips), max(distinct_networks), max(distinct_routes),
+             max(distinct_user_agents)] AS maxima,
+            groupUniqArrayArray(nets) AS networks_before, groupUniqArrayArray(day_routes) AS routes_before,
+            groupUniqArrayArray(agents) AS agents_before
+        FROM
+        (
+            SELECT
+                toDate(occurred_at, 'UTC') AS day, count() AS requests, countIf(outcome = 'error' OR status >= 500) AS errors,
+                countIf(outcome IN {DENIALS}) AS denials, uniqExactIf(client_ip, on_time = 1) AS distinct_ips,
+                uniqExactIf(network, on_time = 1) AS distinct_networks, uniqExactIf(route, on_time = 1) AS distinct_routes,
+                uniqExactIf(user_agent, on_time = 1) AS distinct_user_agents, groupUniqArrayIf(network, on_time = 1) AS nets,
+                groupUniqArrayIf(route, on_time = 1) AS day_routes, groupUniqArrayIf(user_agent, on_time = 1) AS agents
+            FROM usage_events FINAL
+            WHERE key_id = {{key_id:String}} AND occurred_at >= toDateTime(baseline_start, 'UTC')
+              AND occurred_at < toDateTime(baseline_end, 'UTC') AND {PROJECT}
+            GROUP BY day
+        )
+    ),
+"""
+
+
 def reference_for(name: str) -> str:
+    if name == "key_baseline":
+        # the query's own comparison and shaping, over per-day and last-24-hour numbers from the events
+        sql = query_spec(name).sql
+        start, end = sql.index("    last_day AS\n"), sql.index("    compared AS\n")
+        return sql[:start] + BASELINE_FROM_EVENTS + sql[end:]
     if name == "inactive_key_use":
         # the query's own counting over every event of the window, without the rollup's narrowing
         sql = query_spec(name).sql
@@ -205,6 +246,7 @@ def cases(rng: random.Random, since: datetime, until: datetime):
                                 "bucket_minutes": rng.choice((1, 5, 7, 60, 90, 120, 1440)), "limit": 1000}
         yield "inactive_key_use", {**window, "limit": 1000}
         for key in KEYS:
+            yield "key_baseline", {"key_id": key, "project": project, "at": until, "baseline_days": rng.choice((1, 2, 7))}
             yield "key_hours_of_week", {**window, "key_id": key,
                                         "timezone": rng.choice(("UTC", "Europe/Berlin", "Asia/Kolkata"))}
             yield "key_timeline", {**window, "key_id": key, "limit": rng.choice((5, 100, 10000)),
@@ -245,7 +287,7 @@ def test_rollup_queries_equal_the_raw_events(empty, seed):
     # (key_hours_of_week reads the daily rollup, which says it lags by up to a refresh)
     more = traffic(rng, now - timedelta(minutes=30), now, 300)
     write(empty, aggregator, state, more, redeliver=True)
-    live = set(RAW_REFERENCE) - {"key_hours_of_week"} | {"inactive_key_use"}
+    live = set(RAW_REFERENCE) - {"key_hours_of_week"} | {"inactive_key_use"}  # key_baseline's baseline is daily too
     assert compare(empty, rng, now - timedelta(minutes=90), now + timedelta(minutes=5), live) > 5
     refresh_rollups(empty)
     assert compare(empty, rng, start - timedelta(hours=2), now + timedelta(minutes=5)) > 20
