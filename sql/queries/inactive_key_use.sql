@@ -3,22 +3,22 @@
 -- it? Counts events a service refused as revoked, expired or disabled, and every event made
 -- after the key's lifecycle audit (key_lifecycle_events) says it was revoked, disabled, expired
 -- or purged and not enabled or renewed since. `accepted` > 0 means a service let a dead key in.
--- One row per key, accepted uses first; each event is counted once. The hourly rollup narrows
--- the search to hours with such refusals (a late-arriving refusal only counts in an hour that
--- also had on-time ones) and to keys with such lifecycle changes.
+-- One row per key, accepted uses first; each event is counted once. The search is narrowed to
+-- keys with such lifecycle changes and keys with such refusals in the window's days (the live
+-- key_usage_day_sets, whose counter counts every stored copy, late ones too).
 -- Parameters:
 --   since    DateTime = 7d          start of the window (inclusive)
 --   until    DateTime = now         end of the window (exclusive)
 --   project  Project = ''           only this project's keys ('' = every project)
 --   limit    UInt32[1..10000] = 100 rows to return
 WITH
-refused_hours AS
+refused_keys AS
 (
-    SELECT key_id, hour
-    FROM usage_hourly
-    WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')})
-      AND hour < {until:DateTime64(3, 'UTC')}
-      AND outcome_revoked + outcome_expired + outcome_disabled > 0
+    SELECT key_id
+    FROM key_usage_day_sets
+    WHERE day >= toDate({since:DateTime64(3, 'UTC')}, 'UTC')
+      AND day <= toDate({until:DateTime64(3, 'UTC')}, 'UTC')
+      AND inactive_copies > 0
       AND ({project:String} = '' OR project_id = {project:String})
 ),
 changes AS
@@ -48,7 +48,7 @@ FROM
     WHERE occurred_at >= {since:DateTime64(3, 'UTC')}
       AND occurred_at < {until:DateTime64(3, 'UTC')}
       AND ({project:String} = '' OR project_id = {project:String})
-      AND (key_id IN (SELECT key_id FROM refused_hours) OR key_id IN (SELECT key_id FROM changes))
+      AND key_id IN (SELECT key_id FROM refused_keys UNION DISTINCT SELECT key_id FROM changes)
       AND (outcome IN ('revoked', 'expired', 'disabled') OR key_id IN (SELECT key_id FROM changes))
     LIMIT 1 BY event_id
 ) AS e

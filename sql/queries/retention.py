@@ -21,9 +21,9 @@ RAW_TABLES = {
     "usage_events": "toDateTime(occurred_at)",
     "key_usage_minute": "minute",
     "key_usage_hourly": "hour",
-    "key_usage_hourly_clients": "hour",
+    "key_usage_hour_sets": "hour",
 }
-ROLLUP_TABLES = {"key_usage_daily": "day"}
+ROLLUP_TABLES = {"key_usage_daily": "day", "key_usage_day_sets": "day"}
 DEFAULT_DAYS = 400
 DEFAULT_ROLLUP_DAYS = 1100
 MAX_DAYS = 36_500

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from keytrail.sql.backends import ClickHouseBackend
 
-ROLLUP_VIEWS = ("key_usage_hourly_refresh", "key_usage_daily_refresh", "key_usage_hourly_clients_refresh")
-"""The refreshable views, in dependency order (each reads key_usage_minute and usage_events)."""
+ROLLUP_VIEWS = ("key_usage_hourly_refresh", "key_usage_daily_refresh")
+"""The refreshable views, in dependency order (hourly from key_usage_minute and usage_events, daily
+from hourly). The set rollups key_usage_hour_sets and key_usage_day_sets (migration 0006) are
+filled on insert and never need a refresh."""
 
 
 def refresh_rollups(backend: ClickHouseBackend) -> None:

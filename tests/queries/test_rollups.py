@@ -76,20 +76,20 @@ def test_refreshing_without_new_data_changes_nothing(empty):
 
 def test_retention_is_set_by_ttl_and_shortening_needs_confirmation(empty):
     assert current_retention(empty) == {
-        "usage_events": 400, "key_usage_minute": 400, "key_usage_hourly": 400, "key_usage_hourly_clients": 400,
-        "key_usage_daily": 1100}
+        "usage_events": 400, "key_usage_minute": 400, "key_usage_hourly": 400, "key_usage_hour_sets": 400,
+        "key_usage_daily": 1100, "key_usage_day_sets": 1100}
     changes = apply_retention(empty, 730)
     assert [(c.table, c.before_days, c.after_days) for c in changes] == [
         ("usage_events", 400, 730), ("key_usage_minute", 400, 730), ("key_usage_hourly", 400, 730),
-        ("key_usage_hourly_clients", 400, 730)]
+        ("key_usage_hour_sets", 400, 730)]
     assert apply_retention(empty, 730) == []
     with pytest.raises(RetentionError, match="shortens retention .*usage_events 730 -> 90 days"):
         apply_retention(empty, 90)
     assert current_retention(empty)["usage_events"] == 730
     apply_retention(empty, 90, rollup_days=365, allow_shrink=True)
     assert current_retention(empty) == {
-        "usage_events": 90, "key_usage_minute": 90, "key_usage_hourly": 90, "key_usage_hourly_clients": 90,
-        "key_usage_daily": 365}
+        "usage_events": 90, "key_usage_minute": 90, "key_usage_hourly": 90, "key_usage_hour_sets": 90,
+        "key_usage_daily": 365, "key_usage_day_sets": 365}
     with pytest.raises(RetentionError, match="between 1 and 36500"):
         apply_retention(empty, 0)
 
