@@ -155,6 +155,8 @@ def test_the_default_detectors_that_learn_are_found_by_kind():
     assert teacher.detector_for("new_route").name == "new_route"
     assert teacher.detector_for("rate_spike").name == "rate_spike"
     assert isinstance(teacher.detector_for("rate_spike"), TeachableDetector)
+    assert teacher.detector_for("unusual_hour").name == "unusual_hour"
+    assert isinstance(teacher.detector_for("unusual_hour"), TeachableDetector)
     assert teacher.detector_for("denial_burst") is None  # not teachable: the mark is only audited
 
 
