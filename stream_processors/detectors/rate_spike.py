@@ -365,7 +365,6 @@ class RateSpikeDetector:
             message=message,
         )
 
-
     def _episode_signal(self, key_id: str, state: KeyState, episode: list[int]) -> Signal:
         """The episode's signal again (same id: same key, kind and window start), now covering the
         whole spike: a sink or alert that keeps signals by id updates, nothing new is raised."""
@@ -393,6 +392,7 @@ class RateSpikeDetector:
             detected_at_ms=end_ms + self.thresholds.calm_minutes * MINUTE_MS,
             evidence={
                 "minutes": [minute_text(first * MINUTE_MS), minute_text(last * MINUTE_MS)],
+                "hours": _hours_of_week(start, last),
                 "anomaly_score": [f"{score:.3f}"],
                 "rate_per_minute": [f"{observed / minutes:.4g}"],
             },
@@ -447,3 +447,10 @@ def anomaly_scores(state: KeyState) -> dict[int, float]:
     if not memory or "x" not in memory:
         return {}
     return dict(zip(WINDOWS, memory["x"], strict=True))
+
+
+def _hours_of_week(first_minute: int, last_minute: int, most: int = 6) -> list[str]:
+    """The hours of the week an episode spans ("Tuesday 01:00 UTC", ...), its first `most` of them:
+    the closing signal replaces the first by id, so it names where in the key's week it happened."""
+    hours = range(first_minute // 60, last_minute // 60 + 1)
+    return [f"{WEEKDAYS[hour_of_week(h) // 24]} {hour_of_week(h) % 24:02d}:00 UTC" for h in hours][:most]
