@@ -33,11 +33,11 @@ from keytrail.schemas.topics import Topics
 from keytrail.settings import Settings
 from keytrail.sql.backends import open_clickhouse
 from keytrail.sql.migrate import migrate
+from keytrail.stream_processors.alerting.decide import lifecycle_thresholds
+from keytrail.stream_processors.alerting.rules import load_alert_rules
 from keytrail.stream_processors.core.aggregate import UsageAggregator
 from keytrail.stream_processors.core.state import KeyState
 from keytrail.stream_processors.core.stream_time import StreamTimes
-from keytrail.stream_processors.alerting.decide import lifecycle_thresholds
-from keytrail.stream_processors.alerting.rules import load_alert_rules
 from keytrail.stream_processors.detectors import default_detectors
 from keytrail.stream_processors.detectors.key_lifecycle import IdleGapDetector
 from keytrail.stream_processors.faust_batches import take_weighted

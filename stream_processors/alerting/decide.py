@@ -21,8 +21,6 @@ from keytrail.stream_processors.alerting.model import (
     Notification,
     alert_id_for,
 )
-from keytrail.stream_processors.core.clock import epoch_ms
-from keytrail.stream_processors.detectors.key_lifecycle import KeyFacts, LifecycleThresholds, lifecycle_signals
 from keytrail.stream_processors.alerting.rules import (
     ANOMALY_KINDS,
     EXPIRING_SOON,
@@ -31,6 +29,12 @@ from keytrail.stream_processors.alerting.rules import (
     NEVER_USED,
     AlertRules,
     quota_rule,
+)
+from keytrail.stream_processors.core.clock import epoch_ms
+from keytrail.stream_processors.detectors.key_lifecycle import (
+    KeyFacts,
+    LifecycleThresholds,
+    lifecycle_signals,
 )
 
 # ----------------------------------------------------------------------------- signals -> findings

@@ -9,7 +9,11 @@ from keytrail.stream_processors.alerting.rules import AlertRules
 from keytrail.stream_processors.alerting.store import InMemoryAlertStore
 from keytrail.stream_processors.alerting.usage import StaticUsage
 from keytrail.stream_processors.core.clock import epoch_ms
-from keytrail.stream_processors.detectors.key_lifecycle import KeyFacts, LifecycleThresholds, lifecycle_signals
+from keytrail.stream_processors.detectors.key_lifecycle import (
+    KeyFacts,
+    LifecycleThresholds,
+    lifecycle_signals,
+)
 from tests.alerting.builders import NOW, key_record
 
 RULES = AlertRules()

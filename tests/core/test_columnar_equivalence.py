@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

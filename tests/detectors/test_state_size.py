@@ -34,4 +34,8 @@ def test_memory_is_bounded_for_a_key_used_from_everywhere_and_every_route():
     memory = states["key_x"].detector_state
     print(f"\nkey used from a new network and a new route every 7 minutes: {len(orjson.dumps(memory))} bytes")
     assert len(memory["new_network"]["n"]) <= 16 and len(memory["new_route"]["r"]) <= 16  # nomadic
-    assert len(orjson.dumps(memory)) <= 1500
+    # Detector budget 1,600 bytes (was 1,500 before issue 18's hour-of-week rate baseline, the
+    # off-hours band and the inactive-key detector's earliest use); the whole state stays within
+    # the worker's 2 KB per key.
+    assert len(orjson.dumps(memory)) <= 1600
+    assert len(states["key_x"].to_bytes()) <= 2048

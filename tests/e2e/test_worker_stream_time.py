@@ -17,7 +17,12 @@ from keytrail.settings import Settings
 from keytrail.sql.backends import open_clickhouse
 from keytrail.stream_processors.core.clock import epoch_ms
 from keytrail.stream_processors.topics_admin import ensure_topics
-from tests.e2e.pipeline_processes import KeytrailProcess, describe_group_positions, group_caught_up, wait_until
+from tests.e2e.pipeline_processes import (
+    KeytrailProcess,
+    describe_group_positions,
+    group_caught_up,
+    wait_until,
+)
 from tests.factories import usage_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
