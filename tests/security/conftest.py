@@ -47,7 +47,13 @@ class Console:
         assert "usage_events" in tables
         chunks = []
         for table in tables:
-            for row in ch.query(f"SELECT * FROM `{table}`"):  # noqa: S608 - names from system.tables
+            columns = ch.query("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                               "AND table = {table:String} ORDER BY position", {"table": table})
+            # Aggregate states (the live set rollups) are binary: read the values they hold.
+            selected = ", ".join(
+                f"finalizeAggregation(`{c['name']}`) AS `{c['name']}`" if c["type"].startswith("AggregateFunction")
+                else f"`{c['name']}`" for c in columns) or "*"
+            for row in ch.query(f"SELECT {selected} FROM `{table}`"):  # noqa: S608 - names from system tables
                 chunks.append(f"{table}: {row!r}")
         return "\n".join(chunks)
 
