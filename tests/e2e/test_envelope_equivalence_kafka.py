@@ -73,9 +73,25 @@ def run_worker(kafka_bootstrap: str, tmp_path, artifacts_dir, name: str, records
         assert worker.alive(), worker.log_tail()
     clickhouse = open_clickhouse(f"chdb://{data / 'chdb'}")
     try:
-        return {"tables": every_table(clickhouse), "positions": positions}
+        return {"tables": every_table(clickhouse, columns=SPLIT_INDEPENDENT_COLUMNS(clickhouse)), "positions": positions}
     finally:
         clickhouse.close()
+
+
+def SPLIT_INDEPENDENT_COLUMNS(clickhouse) -> dict[str, list[str]]:  # noqa: N802 - a table of the comparison
+    """What the real worker (with stream time) gives identically whatever its batch cuts.
+
+    Known gap (tests/core/test_stream_time_splits.py, a strict xfail): an event for a minute its
+    partition's watermark closed at the end of an earlier batch is late, the same event inside that
+    batch is not. Counts stay exact (the minute is recounted from the audit trail), but the
+    `on_time` flag of `usage_events`, and so what the detectors saw of that minute, depend on where
+    this run's batches were cut. So `on_time` is left out, and signals are compared by id (key,
+    kind, window), not by the wording of their evidence.
+    """
+    usage = [r["name"] for r in clickhouse.query(
+        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'usage_events'")
+        if r["name"] != "on_time"]
+    return {"usage_events": usage, "signals": ["signal_id", "key_id", "project_id", "kind"]}
 
 
 def test_single_records_and_envelopes_with_resends_give_the_same_tables_and_a_bad_neighbour_is_dead_lettered(

@@ -205,12 +205,13 @@ class WorkerBatches:
         self.duplicates += result.duplicates
 
 
-def table_rows(backend: ClickHouseBackend, table: str, key_prefix: str = "") -> list[tuple]:
+def table_rows(backend: ClickHouseBackend, table: str, key_prefix: str = "",
+               columns: Sequence[str] | None = None) -> list[tuple]:
     """Every row of `table` as ClickHouse answers with FINAL, sorted, without clock-filled columns
-    (with `key_prefix`, only the rows of keys whose id starts with it)."""
+    (with `key_prefix`, only the rows of keys whose id starts with it; with `columns`, only those)."""
     names = [r["name"] for r in backend.query(
         "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String} ORDER BY position",
-        {"t": table}) if r["name"] not in WRITTEN_BY_CLICKHOUSE]
+        {"t": table}) if r["name"] not in WRITTEN_BY_CLICKHOUSE and (columns is None or r["name"] in columns)]
     listed = ", ".join(f"`{n}`" for n in names)
     where = " WHERE startsWith(key_id, {p:String})" if key_prefix else ""
     rows = backend.query(f"SELECT {listed} FROM `{table}` FINAL{where}",  # noqa: S608 - names from system.columns
@@ -219,8 +220,9 @@ def table_rows(backend: ClickHouseBackend, table: str, key_prefix: str = "") -> 
 
 
 def every_table(backend: ClickHouseBackend, tables: Sequence[str] = COMPARED_TABLES,
-                key_prefix: str = "") -> dict[str, list[tuple]]:
-    return {table: table_rows(backend, table, key_prefix) for table in tables}
+                key_prefix: str = "", columns: dict[str, Sequence[str]] | None = None) -> dict[str, list[tuple]]:
+    """`table_rows` of each table (`columns` narrows some tables to the columns named for them)."""
+    return {table: table_rows(backend, table, key_prefix, (columns or {}).get(table)) for table in tables}
 
 
 def empty_tables(backend: ClickHouseBackend) -> None:
